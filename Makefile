@@ -1,0 +1,39 @@
+# Every target creates/refreshes the local virtualenv from pyproject.toml first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+# Real Fashion-MNIST for tests and benchmarks, when it sits beside the checkout.
+export CNNJAX_DATA_DIR ?= $(firstword $(wildcard ../shared/data/fashion_mnist))
+
+.PHONY: venv train test test-all bench bench-ops chapter clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+train: venv
+	$(PY) scripts/train.py --config configs/lenet.py --workdir runs/lenet
+
+test: venv
+	$(PY) -m pytest -q
+
+bench-ops: venv
+	$(PY) scripts/bench_ops.py
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(PY) scripts/benchmark.py --out runs/benchmark.json
+
+chapter: venv
+	$(PY) scripts/chapter6.py --outdir runs/chapter6
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
