@@ -1,0 +1,181 @@
+"""Argument validation and normalisation shared by every public op.
+
+Everything here is plain Python over static shapes and hyper-parameters, so it runs while JAX
+traces a function: a bad argument raises before XLA sees anything, under ``jit`` too. Messages
+follow one pattern, ``"<op>: <argument> must be <expected>, got <received>"``.
+"""
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Pad = tuple[int, int]
+
+
+def as_real_array(op: str, name: str, value: Any) -> jax.Array:
+    """``value`` as a JAX array of a real dtype (floating point or integer).
+
+    Raises:
+      TypeError: ``value`` is not array-like, or its dtype is bool, complex or non-numeric.
+    """
+    if not hasattr(value, "dtype"):
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{op}: {name} must be a numeric array, got {type(value).__name__}") from e
+    dtype = value.dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"{op}: {name} must have a real numeric dtype, got {dtype}")
+    return jnp.asarray(value)
+
+
+def common_float_dtype(*arrays: jax.Array) -> Any:
+    """The promoted dtype of ``arrays``, with integers promoted to JAX's default float."""
+    dtype = jnp.result_type(*arrays)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    return dtype
+
+
+def check_ndim(op: str, name: str, x: jax.Array, ndim: int, layout: str) -> None:
+    """Raises ValueError unless ``x.ndim == ndim``; ``layout`` names the axes, e.g. "(H, W)"."""
+    if x.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {tuple(x.shape)}")
+
+
+def channels_last_layout(rank: int) -> str:
+    """"(N, L, C)", "(N, H, W, C)", "(N, D, H, W, C)" for spatial rank 1, 2, 3 (for messages)."""
+    spatial = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}.get(rank, ("*spatial",))
+    return "(" + ", ".join(("N", *spatial, "C")) + ")"
+
+
+def check_nonempty(op: str, name: str, x: jax.Array) -> None:
+    """Raises ValueError if ``x`` has a zero-length axis."""
+    if x.size == 0:
+        raise ValueError(f"{op}: {name} must not be empty, got shape {tuple(x.shape)}")
+
+
+def check_choice(op: str, name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``; else ValueError listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def _as_int(op: str, name: str, v: Any) -> int:
+    # bool is an Integral but True as a stride is almost certainly a bug.
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be made of ints, got {v!r}")
+    return int(v)
+
+
+def positive_int(op: str, name: str, value: Any) -> int:
+    """``value`` as an int >= 1; TypeError if not an int, ValueError if < 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{op}: {name} must be >= 1, got {value}")
+    return int(value)
+
+
+def int_tuple(op: str, name: str, value: Any, rank: int, *, minimum: int) -> tuple[int, ...]:
+    """An int or a length-``rank`` sequence of ints, as a tuple; each must be >= ``minimum``.
+
+    Raises:
+      TypeError: an entry is not an int.
+      ValueError: wrong length, or an entry below ``minimum``.
+    """
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != rank:
+            raise ValueError(
+                f"{op}: {name} must be an int or {rank} ints (one per spatial dim), got {value!r}"
+            )
+        out = tuple(_as_int(op, name, v) for v in value)
+    else:
+        out = (_as_int(op, name, value),) * rank
+    if any(v < minimum for v in out):
+        raise ValueError(f"{op}: {name} must be >= {minimum} in every dim, got {value!r}")
+    return out
+
+
+def _same_padding(n: int, k_eff: int, s: int) -> Pad:
+    # TensorFlow/XLA "SAME": ceil(n / s) outputs, the extra padding (if odd) goes after.
+    out = -(-n // s)
+    total = max((out - 1) * s + k_eff - n, 0)
+    return total // 2, total - total // 2
+
+
+def padding_pairs(
+    op: str,
+    padding: Any,
+    in_spatial: Sequence[int],
+    k_eff: Sequence[int],
+    strides: Sequence[int],
+) -> tuple[Pad, ...]:
+    """Normalises ``padding`` to one ``(lo, hi)`` pair per spatial dim.
+
+    Accepted forms, for spatial rank r:
+      - an int p: (p, p) everywhere;
+      - r ints: symmetric per dim, e.g. (ph, pw);
+      - r pairs: explicit, e.g. ((top, bottom), (left, right)); an int entry means (p, p);
+      - "SAME" / "VALID" (any case): XLA's meaning, from the input size ``in_spatial``, the
+        effective (dilated) kernel size ``k_eff`` and the strides.
+
+    Raises:
+      TypeError: entries are not ints.
+      ValueError: unknown string, wrong length, or a negative amount.
+    """
+    rank = len(in_spatial)
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            return ((0, 0),) * rank
+        if mode == "SAME":
+            return tuple(_same_padding(n, k, s) for n, k, s in zip(in_spatial, k_eff, strides))
+        raise ValueError(f"{op}: padding string must be 'SAME' or 'VALID', got {padding!r}")
+    expected = f"an int, {rank} ints, {rank} (lo, hi) pairs, 'SAME' or 'VALID'"
+    if isinstance(padding, Sequence):
+        if len(padding) != rank:
+            raise ValueError(f"{op}: padding must be {expected}, got {padding!r}")
+        pairs = []
+        for p in padding:
+            if isinstance(p, Sequence) and not isinstance(p, str):
+                if len(p) != 2:
+                    raise ValueError(f"{op}: padding must be {expected}, got {padding!r}")
+                pairs.append((_as_int(op, "padding", p[0]), _as_int(op, "padding", p[1])))
+            else:
+                v = _as_int(op, "padding", p)
+                pairs.append((v, v))
+        out = tuple(pairs)
+    else:
+        v = _as_int(op, "padding", padding)
+        out = ((v, v),) * rank
+    if any(v < 0 for pair in out for v in pair):
+        raise ValueError(f"{op}: padding must be >= 0, got {padding!r}")
+    return out
+
+
+def output_size(n: int, k_eff: int, s: int, pad: Pad) -> int:
+    """Outputs along one dim: floor((n + lo + hi - k_eff) / s) + 1 (may be <= 0 if k_eff is too big)."""
+    return (n + pad[0] + pad[1] - k_eff) // s + 1
+
+
+def check_window_fits(
+    op: str,
+    what: str,
+    in_spatial: Sequence[int],
+    k_eff: Sequence[int],
+    pads: Sequence[Pad],
+) -> None:
+    """Raises ValueError if the (dilated) window is larger than the padded input in some dim."""
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_spatial, pads))
+    if any(k > p for k, p in zip(k_eff, padded)):
+        raise ValueError(
+            f"{op}: {what} {tuple(k_eff)} must fit in the padded input {padded}"
+            f" (input {tuple(in_spatial)}, padding {tuple(pads)})"
+        )
