@@ -1,0 +1,100 @@
+"""The train state of a population of models (D2L 6.6's LeNet, trained as one or many).
+
+A single model is a population of one: every array in :class:`TrainState` has a leading member
+axis ``P`` -- parameters, optimizer state (including each member's injected learning rate), step
+counter and divergence flag. Members share the model definition and optimizer update, so they can
+be trained by one compiled step (see :mod:`cnnjax.train.population`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax.training import train_state
+
+from cnnjax.models import LeNet
+from cnnjax.train.config import resolve_config
+from cnnjax.train.optim import make_optimizer
+
+__all__ = ["TrainState", "create_population", "member"]
+
+
+class TrainState(train_state.TrainState):
+    """Flax's ``TrainState`` (``step``, ``params``, ``opt_state``; static ``apply_fn``, ``tx``)
+    plus ``diverged``: set once a step produced a non-finite loss or gradient.
+
+    In a population every field but the static ones carries a leading member axis: ``step``
+    (P,) int32, ``diverged`` (P,) bool, parameters (P, ...).
+    """
+
+    diverged: jax.Array
+
+
+def create_population(
+    config: Any,
+    model: LeNet,
+    input_shape: Sequence[int],
+    *,
+    steps_per_epoch: int | None = None,
+) -> TrainState:
+    """Initialises ``config.population.size`` members of ``model`` with a leading member axis.
+
+    Args:
+      config: a training config (resolved here if it is not already; see
+        :func:`cnnjax.train.config.resolve_config`). Member ``i`` is initialised from
+        ``PRNGKey(population.seeds[i])`` and starts with learning rate
+        ``population.learning_rates[i]``.
+      model: the network; its parameters are created by ``model.init`` on a dummy batch.
+      input_shape: one example's shape ``(H, W, C)``, e.g. ``(28, 28, 1)``.
+      steps_per_epoch: needed when ``optimizer.schedule`` is not "constant".
+
+    Returns:
+      A :class:`TrainState` whose ``params`` leaves are (P, ...) float32, ``opt_state`` leaves
+      (P, ...) (the learning rate at ``opt_state...hyperparams["learning_rate"]`` is (P,)),
+      ``step`` (P,) int32 zeros and ``diverged`` (P,) False.
+
+    Member ``i`` equals what a population of one with seed ``seeds[i]`` and rate
+    ``learning_rates[i]`` gets, bit for bit (``jax.random`` is vmap-invariant).
+
+    Raises:
+      TypeError / ValueError: a bad config (see ``resolve_config``) or ``input_shape`` that is not
+        a sequence of 3 positive ints.
+    """
+    config = resolve_config(config)
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(
+            f"create_population: input_shape must be (H, W, C) positive ints, got {input_shape!r}"
+        )
+    tx = make_optimizer(
+        config.optimizer, steps_per_epoch=steps_per_epoch, num_epochs=config.num_epochs
+    )
+    seeds = jnp.asarray(config.population.seeds, dtype=jnp.uint32)
+    rates = jnp.asarray(config.population.learning_rates, dtype=jnp.float32)
+    dummy = jnp.zeros((1, *shape), jnp.float32)
+
+    def init_member(seed: jax.Array, learning_rate: jax.Array) -> TrainState:
+        params = model.init(jax.random.PRNGKey(seed), dummy)["params"]
+        member_tx = make_optimizer(
+            config.optimizer,
+            steps_per_epoch=steps_per_epoch,
+            num_epochs=config.num_epochs,
+            learning_rate=learning_rate,
+        )
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            apply_fn=model.apply,
+            params=params,
+            tx=tx,
+            opt_state=member_tx.init(params),
+            diverged=jnp.zeros((), bool),
+        )
+
+    return jax.jit(jax.vmap(init_member))(seeds, rates)
+
+
+def member(state: TrainState, i: int) -> TrainState:
+    """Member ``i`` of a population state, without the member axis."""
+    return jax.tree.map(lambda x: x[i], state)
