@@ -130,11 +130,18 @@ def _check_leaf(path: str, value: Any, default: Any) -> Any:
     return value
 
 
+def _is_subsequence(short: str, long: str) -> bool:
+    chars = iter(long)
+    return all(c in chars for c in short)
+
+
 def _unknown_key_message(path: str, key: str, known: list[str]) -> str:
     where = f"config.{path}" if path else "config"
     msg = f"{where}: unknown key {key!r}"
     close = difflib.get_close_matches(key, known, n=1)
-    if close:
+    if not close:  # an abbreviation, e.g. "lr" for "learning_rate"
+        close = [k for k in known if _is_subsequence(key, k)]
+    if len(close) == 1:
         msg += f" (did you mean {close[0]!r}?)"
     if path == "population" and key in LeNet.field_names():
         msg += (

@@ -1,0 +1,46 @@
+"""A tiny, fast training config shared by the training tests."""
+import ml_collections
+
+from cnnjax.train import default_config
+
+
+def tiny_config(**overrides) -> ml_collections.ConfigDict:
+    """The book's LeNet on 256 bundled MNIST images (8 steps of 32), 2 epochs, no progress bar.
+
+    ``overrides`` are dotted keys with ``__`` for dots, e.g. ``optimizer__learning_rate=0.1``.
+    """
+    config = default_config()
+    config.num_epochs = 2
+    config.batch_size = 32
+    config.eval_batch_size = 64  # 100 test images -> 2 batches, the second padded and masked
+    config.data.source = "bundled"
+    config.data.name = "mnist_5k"
+    config.data.train_limit = 256
+    config.data.test_limit = 100
+    config.optimizer.learning_rate = 0.5
+    config.progress = False
+    for key, value in overrides.items():
+        *parents, leaf = key.split("__")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def tiny_cli_args(workdir, *extra: str) -> list[str]:
+    """Command-line overrides equal to :func:`tiny_config` for ``scripts/train.py``."""
+    return [
+        "--config=configs/lenet.py",
+        f"--workdir={workdir}",
+        "--config.num_epochs=2",
+        "--config.batch_size=32",
+        "--config.eval_batch_size=64",
+        "--config.data.source=bundled",
+        "--config.data.name=mnist_5k",
+        "--config.data.train_limit=256",
+        "--config.data.test_limit=100",
+        "--config.optimizer.learning_rate=0.5",
+        "--config.progress=False",
+        *extra,
+    ]
