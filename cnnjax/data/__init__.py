@@ -1,0 +1,52 @@
+"""Image classification data for D2L 6.6 (Fashion-MNIST and friends), and batching on device.
+
+``load(name, source=..., data_dir=...)`` returns a host-side ``Dataset`` (uint8 images, int32
+labels, class names) from IDX files, tensorflow-datasets (TensorFlow optional) or the bundled
+offline set; ``to_device`` / ``epoch_indices`` / ``eval_indices`` / ``gather`` / ``epoch_key``
+put a split on the accelerator and batch it there. This package imports neither
+``cnnjax.models`` nor ``cnnjax.train``.
+"""
+from cnnjax.data.bundled import load_bundled
+from cnnjax.data.dataset import SOURCES, Dataset
+from cnnjax.data.idx import IMAGES_MAGIC, LABELS_MAGIC, IDXError, decode_idx, read_idx
+from cnnjax.data.iterator import (
+    NORMALIZATIONS,
+    DeviceSplit,
+    channel_stats,
+    epoch_indices,
+    epoch_key,
+    eval_indices,
+    gather,
+    to_device,
+)
+from cnnjax.data.loader import DATA_DIR_ENV, LOAD_SOURCES, load
+from cnnjax.data.registry import DatasetSpec, IdxFiles, get_spec, names, register
+from cnnjax.data.tfds_source import DataUnavailableError
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "IMAGES_MAGIC",
+    "LABELS_MAGIC",
+    "LOAD_SOURCES",
+    "NORMALIZATIONS",
+    "SOURCES",
+    "DataUnavailableError",
+    "Dataset",
+    "DatasetSpec",
+    "DeviceSplit",
+    "IDXError",
+    "IdxFiles",
+    "channel_stats",
+    "decode_idx",
+    "epoch_indices",
+    "epoch_key",
+    "eval_indices",
+    "gather",
+    "get_spec",
+    "load",
+    "load_bundled",
+    "names",
+    "read_idx",
+    "register",
+    "to_device",
+]

@@ -1,0 +1,232 @@
+"""The IDX format of MNIST-style data sets, and loading a directory of IDX files.
+
+D2L 6.6 reads Fashion-MNIST through torchvision; the files underneath are four IDX files
+(``train-images-idx3-ubyte.gz`` and friends). An IDX file is a big-endian header, magic number
+``0x0000TTDD`` (``TT`` the element type, ``DD`` the number of dimensions) followed by ``DD``
+uint32 sizes, then the elements in C order. Images are magic 2051 (uint8, 3 dims), labels 2049
+(uint8, 1 dim). Files may be gzip-compressed or not; the content decides, not the name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import logging
+import os
+import pathlib
+import struct
+import zlib
+
+import numpy as np
+
+from cnnjax.data import registry
+from cnnjax.data.dataset import Dataset
+
+IMAGES_MAGIC = 2051
+LABELS_MAGIC = 2049
+
+# Element type code (third header byte) -> big-endian NumPy dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+_log = logging.getLogger(__name__)
+
+
+class IDXError(ValueError):
+    """An IDX file is truncated, corrupt, or not the file that was expected."""
+
+
+def decode_idx(raw: bytes, *, name: str = "<bytes>", magic: int | None = None) -> np.ndarray:
+    """Decodes the content of one IDX file, gzip-compressed or not.
+
+    Args:
+      raw: the file's bytes.
+      name: what to call the file in error messages (its path).
+      magic: if given, the magic number the file must have (``IMAGES_MAGIC``/``LABELS_MAGIC``).
+
+    Returns:
+      The array, shape as the header says, native byte order. uint8 data is a read-only view.
+
+    Raises:
+      IDXError: truncated or corrupt gzip stream, header too short, zero bytes where the magic
+        number needs them, unknown element type, wrong magic number, or a payload shorter or
+        longer than the header's dimensions say.
+    """
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError:
+            raise IDXError(
+                f"{name}: truncated gzip stream ({len(raw)} bytes); the file is incomplete"
+            ) from None
+        except (gzip.BadGzipFile, zlib.error) as e:
+            raise IDXError(f"{name}: corrupt gzip data ({e})") from None
+    if len(raw) < 4:
+        raise IDXError(f"{name}: truncated, {len(raw)} bytes is shorter than the IDX magic number")
+    (file_magic,) = struct.unpack(">I", raw[:4])
+    if magic is not None and file_magic != magic:
+        raise IDXError(
+            f"{name}: wrong magic number {file_magic} (0x{file_magic:08x}), expected {magic} "
+            f"({_describe_magic(magic)})"
+        )
+    zero, type_code, ndim = file_magic >> 16, (file_magic >> 8) & 0xFF, file_magic & 0xFF
+    if zero != 0 or type_code not in _IDX_DTYPES:
+        raise IDXError(f"{name}: not an IDX file (magic number 0x{file_magic:08x})")
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise IDXError(f"{name}: truncated header, {len(raw)} bytes for {ndim} dimensions")
+    shape = struct.unpack(f">{ndim}I", raw[4:header_len])
+    dtype = _IDX_DTYPES[type_code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    got = len(raw) - header_len
+    if got < expected:
+        raise IDXError(
+            f"{name}: truncated, header says {'x'.join(map(str, shape))} "
+            f"({expected} bytes of data) but only {got} bytes follow"
+        )
+    if got > expected:
+        raise IDXError(
+            f"{name}: {got - expected} unexpected bytes after the "
+            f"{'x'.join(map(str, shape))} data the header describes"
+        )
+    array = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape)
+    return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | os.PathLike, *, magic: int | None = None) -> np.ndarray:
+    """Reads one IDX file (gzip-compressed or not); see ``decode_idx``."""
+    path = pathlib.Path(path)
+    return decode_idx(path.read_bytes(), name=str(path), magic=magic)
+
+
+def _describe_magic(magic: int) -> str:
+    return {IMAGES_MAGIC: "IDX images", LABELS_MAGIC: "IDX labels"}.get(magic, "IDX")
+
+
+def resolve_dir(data_dir: str | os.PathLike, name: str) -> pathlib.Path:
+    """``data_dir/name`` if that directory exists, else ``data_dir`` itself.
+
+    So one ``CNNJAX_DATA_DIR`` can hold several data sets, one per sub-directory, or be the
+    directory of the four files of one data set.
+    """
+    data_dir = pathlib.Path(data_dir).expanduser()
+    sub = data_dir / name
+    return sub if sub.is_dir() else data_dir
+
+
+def _find_file(directory: pathlib.Path, base: str, all_names: tuple[str, ...]) -> pathlib.Path:
+    for candidate in (directory / f"{base}.gz", directory / base):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"idx: missing file {directory / (base + '.gz')} (or uncompressed {base}); "
+        f"the directory must hold {', '.join(n + '.gz' for n in all_names)}"
+    )
+
+
+def _read_checked(path: pathlib.Path, spec: registry.DatasetSpec, magic: int) -> np.ndarray:
+    raw = path.read_bytes()
+    origin = registry.identify_archive(hashlib.sha256(raw).hexdigest())
+    if origin is not None and origin[0] != spec.name:
+        raise IDXError(
+            f"{path}: this is the original {origin[1]} of {origin[0]!r}, not of {spec.name!r}; "
+            f"point data_dir / CNNJAX_DATA_DIR at the {spec.name} files"
+        )
+    return decode_idx(raw, name=str(path), magic=magic)
+
+
+def _load_split(spec, images_path, labels_path, expected_count):
+    images = _read_checked(images_path, spec, IMAGES_MAGIC)
+    labels = _read_checked(labels_path, spec, LABELS_MAGIC)
+    height, width, channels = spec.image_shape
+    if channels != 1 or images.shape[1:] != (height, width):
+        raise IDXError(
+            f"{images_path}: images must be {height}x{width} with 1 channel, got "
+            f"{'x'.join(map(str, images.shape[1:]))}"
+        )
+    if len(images) != expected_count:
+        raise IDXError(f"{images_path}: expected {expected_count} images, got {len(images)}")
+    if len(labels) != len(images):
+        raise IDXError(
+            f"{labels_path}: {len(labels)} labels for the {len(images)} images in "
+            f"{images_path.name} (count mismatch)"
+        )
+    if len(labels) and labels.max() >= spec.num_classes:
+        raise IDXError(
+            f"{labels_path}: labels must lie in [0, {spec.num_classes}), found {labels.max()}"
+        )
+    return images[..., None], labels.astype(np.int32)
+
+
+def load_idx_files(
+    spec: registry.DatasetSpec,
+    *,
+    train_images: str | os.PathLike,
+    train_labels: str | os.PathLike,
+    test_images: str | os.PathLike,
+    test_labels: str | os.PathLike,
+    source: str = "idx",
+) -> Dataset:
+    """Loads ``spec`` from four IDX files, each gzip-compressed or not.
+
+    Verifies, for each file: gzip integrity (when compressed), the magic number (2051 images,
+    2049 labels), the image size ``spec.image_shape``, the split size ``spec.num_train`` /
+    ``spec.num_test``, as many labels as images, labels below ``spec.num_classes``, and that
+    the file is not another registered data set's original archive (MNIST and Fashion-MNIST
+    use the same file names).
+
+    Returns:
+      A ``Dataset`` whose images are ``(N, H, W, 1)`` uint8 and labels ``(N,)`` int32.
+
+    Raises:
+      IDXError: a file fails a check above; the message names the file and what is wrong.
+    """
+    paths = [pathlib.Path(p) for p in (train_images, train_labels, test_images, test_labels)]
+    train = _load_split(spec, paths[0], paths[1], spec.num_train)
+    test = _load_split(spec, paths[2], paths[3], spec.num_test)
+    return Dataset(
+        name=spec.name,
+        source=source,
+        train_images=train[0],
+        train_labels=train[1],
+        test_images=test[0],
+        test_labels=test[1],
+        class_names=spec.class_names,
+    )
+
+
+def load_idx(spec: registry.DatasetSpec, data_dir: str | os.PathLike) -> Dataset:
+    """Loads ``spec``'s four IDX files from ``data_dir`` (see ``resolve_dir``).
+
+    Each file may be ``<name>.gz`` or uncompressed ``<name>``; ``load_idx_files`` lists the
+    checks.
+
+    Raises:
+      ValueError: ``spec`` has no IDX files.
+      FileNotFoundError: ``data_dir`` or one of the four files is missing.
+      IDXError: a file is truncated, corrupt or wrong; the message names the file.
+    """
+    if spec.idx_files is None:
+        raise ValueError(f"load: data set {spec.name!r} is not available as IDX files")
+    root = pathlib.Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"idx: data directory {root} does not exist")
+    directory = resolve_dir(root, spec.name)
+    bases = dataclasses.astuple(spec.idx_files)
+    found = [_find_file(directory, base, bases) for base in bases]
+    dataset = load_idx_files(
+        spec,
+        train_images=found[0],
+        train_labels=found[1],
+        test_images=found[2],
+        test_labels=found[3],
+    )
+    _log.info("Loaded %s from IDX files in %s", spec.name, directory)
+    return dataset
