@@ -1,0 +1,177 @@
+"""2-D convolution as one block-Toeplitz matrix product: the fast path on XLA:CPU.
+
+D2L 6.2 / 6.4 exercises note that a convolution is a matrix product with a Toeplitz matrix.
+This module makes that the implementation. For x (N, H, W, C) padded to (N, Hp, Wp, C):
+
+1. Row bands. Output row ``r`` reads input rows ``r*sh + i*dh`` for ``i < kh``. Stacking those
+   kh strided row slices gives a matrix ``X`` of shape ``(N*Ho, kh*Wu*C)``: each row is every input
+   value one output row sees (``Wu <= Wp`` is the width actually reached by the kernel).
+2. Block-Toeplitz weight. ``T[(i, p, c), (q, o)] = w[i, j, c, o]`` where ``p == q*sw + j*dw``,
+   else 0: shape ``(kh*Wu*C, Wo*O)``. It is built inside the graph from the HWIO kernel by one
+   einsum with a constant 0/1 selector ``S[j, p, q]`` (a numpy array fixed at trace time from
+   static shapes), so horizontal stride and dilation live in ``S`` and the weight stays a plain
+   differentiable parameter.
+3. One GEMM ``X @ T`` of shape ``(N*Ho, Wo*O)``, reshaped to ``(N, Ho, Wo, O)``.
+
+Autodiff of slices, an einsum and a dot gives only pads, adds and GEMMs: no convolution op
+appears in the forward or backward HLO.
+
+Why it wins on XLA:CPU. A direct convolution of a small CNN is a channel-starved GEMM: LeNet's
+convs contract over kh*kw*C = 25 / 150 values into O = 6 / 16 outputs, and their weight-gradient
+convolutions get odd layouts that XLA:CPU runs slowly (and slower still inside ``lax.scan``). The
+Toeplitz form spends ``Wu/kw`` times the FLOPs of the direct conv (LeNet: 6.4x and 2.8x) but
+turns each conv into one large GEMM (conv1 7168x160 @ 160x168, conv2 2560x420 @ 420x160 at
+batch 256), which XLA:CPU runs near its matmul peak. The project's prototype LeNet trained 1.52x
+faster than PyTorch eager and 2.8x faster than lax convs this way (``../shared/NOTES.md``);
+see :func:`use_toeplitz` for the measurements behind the "auto" choice. On GPU/TPU the
+convolution libraries win and the extra FLOPs are pure loss, so "auto" never picks this there.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["toeplitz_conv2d", "use_toeplitz"]
+
+# "auto" thresholds, from the measurements in use_toeplitz's docstring.
+_MAX_STARVATION = 18.0
+_MAX_WEIGHT_ENTRIES = 2**20
+
+
+def _out_size(n: int, k: int, stride: int, pad: tuple[int, int], dilation: int) -> int:
+    return (n + pad[0] + pad[1] - dilation * (k - 1) - 1) // stride + 1
+
+
+@functools.lru_cache(maxsize=128)
+def _selector(kw: int, wu: int, wo: int, sw: int, dw: int) -> np.ndarray:
+    """S[j, p, q] = 1 where input column p feeds output column q through kernel column j."""
+    s = np.zeros((kw, wu, wo), dtype=np.float32)
+    j, q = np.meshgrid(np.arange(kw), np.arange(wo), indexing="ij")
+    s[j, q * sw + j * dw, q] = 1.0
+    s.setflags(write=False)
+    return s
+
+
+def toeplitz_conv2d(
+    x: jax.Array,
+    w: jax.Array,
+    *,
+    stride: tuple[int, int],
+    padding: tuple[tuple[int, int], tuple[int, int]],
+    dilation: tuple[int, int],
+) -> jax.Array:
+    """Cross-correlation of NHWC ``x`` with HWIO ``w`` as one block-Toeplitz GEMM.
+
+    Same result as ``lax.conv_general_dilated(x, w, stride, padding, rhs_dilation=dilation,
+    dimension_numbers=("NHWC", "HWIO", "NHWC"))`` up to float rounding (PyTorch ``conv2d``
+    numerics), for ``groups == 1`` and no bias.
+
+    Args:
+      x: (N, H, W, C) input.
+      w: (kh, kw, C, O) kernel.
+      stride: (sh, sw), each >= 1.
+      padding: ((top, bottom), (left, right)), each >= 0.
+      dilation: (dh, dw), each >= 1.
+
+    Returns:
+      (N, Ho, Wo, O) with ``Ho = (H + top + bottom - dh*(kh-1) - 1) // sh + 1`` (likewise Wo), in
+      the dtype ``jnp.matmul`` gives for ``x`` and ``w``.
+
+    Arguments are not validated here: the public ``conv2d`` does that before dispatching.
+    Jit-, grad- and vmap-safe (the selector is a trace-time constant of the static shapes).
+    """
+    n, h, w_in, c = x.shape
+    kh, kw, _, o = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    ho = _out_size(h, kh, sh, padding[0], dh)
+    wo = _out_size(w_in, kw, sw, padding[1], dw)
+    # Rows and columns past the last one the kernel reaches are never read: drop them so the
+    # GEMM's contraction (and the Toeplitz weight) are no larger than needed.
+    hu = (ho - 1) * sh + (kh - 1) * dh + 1
+    wu = (wo - 1) * sw + (kw - 1) * dw + 1
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))[:, :hu, :wu, :]
+
+    bands = jnp.stack(
+        [xp[:, i * dh : i * dh + (ho - 1) * sh + 1 : sh] for i in range(kh)], axis=2
+    )  # (N, Ho, kh, Wu, C)
+    lhs = bands.reshape(n * ho, kh * wu * c)
+
+    sel = jnp.asarray(_selector(kw, wu, wo, sw, dw), dtype=w.dtype)
+    # Each entry of T copies at most one kernel value, so HIGHEST only keeps the copy exact on
+    # backends whose default matmul precision rounds (TPU bf16 passes); it costs nothing here.
+    toeplitz = jnp.einsum("jpq,ijco->ipcqo", sel, w, precision=lax.Precision.HIGHEST)
+    rhs = toeplitz.reshape(kh * wu * c, wo * o)
+
+    return jnp.matmul(lhs, rhs).reshape(n, ho, wo, o)
+
+
+def use_toeplitz(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    *,
+    stride: tuple[int, int],
+    padding: tuple[tuple[int, int], tuple[int, int]],
+    dilation: tuple[int, int],
+    groups: int,
+    backend: str,
+) -> bool:
+    """Whether ``conv2d(impl="auto")`` should use :func:`toeplitz_conv2d` for this convolution.
+
+    Args are the shapes and normalised arguments ``conv2d`` has after validation: x_shape
+    (N, H, W, C), w_shape (kh, kw, C // groups, O), stride (sh, sw), padding
+    ((top, bottom), (left, right)), dilation (dh, dw), groups, and backend as
+    ``jax.default_backend()`` names it ("cpu", "gpu", "tpu", ...).
+
+    True only when all hold:
+
+    * ``backend == "cpu"``: cuDNN and the TPU convolution units run direct convolutions well, so
+      the Toeplitz form's extra FLOPs would be pure loss there.
+    * ``groups == 1``: a grouped Toeplitz weight would be block-diagonal and mostly zeros.
+    * ``C * Wu / kw <= 18``, where ``Wu / kw`` is the FLOP blow-up over a direct
+      conv (Wu: padded input width the kernel reaches). XLA:CPU's direct convs (backward ones
+      above all) run at a few GFLOP/s per input channel when C is small, the Toeplitz GEMM near
+      the matmul peak, so the blow-up it can afford shrinks roughly as 1 / C.
+    * the Toeplitz weight ``kh * Wu * C * Wo * O`` has at most 2**20 entries (4 MiB in
+      float32), so building it and its gradient stays cheap next to the GEMM.
+
+    Measured on the project's 2-core CPU, shared and noisy (jax 0.10.2, float32, stride 1,
+    batch 64-256; forward + both gradients; speed-up = lax time / Toeplitz time, interleaved
+    round-robin medians, ranges over repeated runs)::
+
+        C   kh=kw  W (pad)  Wu/kw  C*Wu/kw  speed-up   auto
+        1   5      28 (2)    6.4      6.4   2.8-4.0    yes   LeNet conv1
+        1   3      32 (1)   11.3     11.3   2.1        yes
+        1   5      56 (2)   12.0     12.0   1.7-1.9    yes
+        1   3      64 (1)   22.0     22.0   0.77-0.85  no
+        1   5     112 (2)   23.2     23.2   0.44       no
+        2   5      28 (2)    6.4     12.8   1.6        yes
+        2   3      28 (1)   10.0     20.0   0.86-0.99  no
+        3   5      14 (0)    2.8      8.4   2.9        yes
+        3   5      28 (2)    6.4     19.2   0.72-0.76  no
+        4   3      14 (1)    5.3     21.3   1.09-1.14  no
+        6   5      14 (0)    2.8     16.8   1.6-1.7    yes   LeNet conv2
+        6   3      10 (0)    3.3     20.0   2.0        no    (missed win)
+        6   5      28 (2)    6.4     38.4   0.52       no
+        8   3       8 (1)    3.3     26.7   0.71-0.81  no
+        16  5      14 (0)    2.8     44.8   1.6-1.8    no    (missed win)
+        16  5       8 (2)    2.4     38.4   0.44       no
+        16  3      16 (1)    6.0     96.0   0.42       no
+        64  3      32 (1)   11.3    725     0.12       no
+
+    The rule errs towards lax: a missed win costs a speed-up, a wrong pick costs a slow-down.
+    Unpadded 5x5 convs on small maps (the last "missed" rows) also win, because XLA:CPU runs
+    those lax convs slowly, but no simple shape rule separated them from the losing rows.
+    """
+    if backend != "cpu" or groups != 1:
+        return False
+    _, _, w_in, c = x_shape
+    kh, kw, _, o = w_shape
+    wo = _out_size(w_in, kw, stride[1], padding[1], dilation[1])
+    wu = (wo - 1) * stride[1] + (kw - 1) * dilation[1] + 1
+    blowup = wu / kw
+    weight_entries = kh * wu * c * wo * o
+    return c * blowup <= _MAX_STARVATION and weight_entries <= _MAX_WEIGHT_ENTRIES

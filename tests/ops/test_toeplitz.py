@@ -1,0 +1,190 @@
+"""toeplitz_conv2d against lax.conv_general_dilated; use_toeplitz's backend and shape rules."""
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+from cnnjax.ops.toeplitz import toeplitz_conv2d, use_toeplitz
+
+_DN = ("NHWC", "HWIO", "NHWC")
+_TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def _lax_conv(x, w, *, stride, padding, dilation):
+    return lax.conv_general_dilated(
+        x, w, stride, padding, rhs_dilation=dilation, dimension_numbers=_DN,
+        precision=lax.Precision.HIGHEST,
+    )
+
+
+@jax.jit(static_argnames=("conv", "stride", "padding", "dilation"))
+def _value_and_grads(x, w, ct, *, conv, stride, padding, dilation):
+    """conv's output and its input and weight gradients for cotangent ct."""
+    y, vjp = jax.vjp(lambda x, w: conv(x, w, stride=stride, padding=padding, dilation=dilation), x, w)
+    return (y, *vjp(ct))
+
+
+@st.composite
+def _conv_cases(draw):
+    """Small convolutions whose padded input fits the dilated kernel, any stride/padding/dilation."""
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
+    # Smallest input that still gives one output row/column, plus some slack.
+    h = max(1, dilation[0] * (kh - 1) + 1 - sum(padding[0])) + draw(st.integers(0, 5))
+    w = max(1, dilation[1] * (kw - 1) + 1 - sum(padding[1])) + draw(st.integers(0, 5))
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return (n, h, w, c), (kh, kw, c, o), dict(stride=stride, padding=padding, dilation=dilation), seed
+
+
+@settings(max_examples=12, deadline=None)
+@given(_conv_cases())
+def test_matches_lax_value_and_grads(case):
+    x_shape, w_shape, kwargs, seed = case
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=w_shape), jnp.float32)
+    y_shape = jax.eval_shape(lambda x, w: _lax_conv(x, w, **kwargs), x, w).shape
+    ct = jnp.asarray(rng.normal(size=y_shape), jnp.float32)
+
+    got = _value_and_grads(x, w, ct, conv=toeplitz_conv2d, **kwargs)
+    want = _value_and_grads(x, w, ct, conv=_lax_conv, **kwargs)
+
+    for name, g, e in zip(("output", "input grad", "weight grad"), got, want):
+        chex.assert_shape(g, e.shape)
+        np.testing.assert_allclose(g, e, **_TOL, err_msg=name)
+
+
+_LENET_CONV2 = dict(stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1))
+_STRIDED = dict(stride=(2, 3), padding=((1, 2), (0, 1)), dilation=(2, 1))
+
+
+@pytest.mark.parametrize("kwargs", [_LENET_CONV2, _STRIDED], ids=["lenet-conv2", "strided-dilated"])
+def test_vmap_over_population_of_inputs_and_weights(kwargs):
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray(rng.normal(size=(3, 2, 9, 10, 4)), jnp.float32)
+    ws = jnp.asarray(rng.normal(size=(3, 3, 2, 4, 5)), jnp.float32)
+
+    got = jax.vmap(lambda x, w: toeplitz_conv2d(x, w, **kwargs))(xs, ws)
+
+    for k in range(3):
+        np.testing.assert_allclose(got[k], _lax_conv(xs[k], ws[k], **kwargs), **_TOL)
+
+
+@pytest.mark.parametrize("kwargs", [_LENET_CONV2, _STRIDED], ids=["lenet-conv2", "strided-dilated"])
+def test_vmap_over_population_of_weights_only(kwargs):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 9, 10, 4)), jnp.float32)
+    ws = jnp.asarray(rng.normal(size=(3, 3, 2, 4, 5)), jnp.float32)
+
+    got = jax.jit(jax.vmap(lambda w: toeplitz_conv2d(x, w, **kwargs)))(ws)
+
+    for k in range(3):
+        np.testing.assert_allclose(got[k], _lax_conv(x, ws[k], **kwargs), **_TOL)
+
+
+def test_vmapped_weight_grads_match_per_member_grads():
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
+    ws = jnp.asarray(rng.normal(size=(4, 3, 3, 3, 2)), jnp.float32)
+
+    def loss(w, conv):
+        return jnp.sum(jnp.tanh(conv(x, w, **_STRIDED)))
+
+    got = jax.jit(jax.vmap(jax.grad(lambda w: loss(w, toeplitz_conv2d))))(ws)
+
+    for k in range(4):
+        np.testing.assert_allclose(got[k], jax.grad(loss)(ws[k], _lax_conv), **_TOL)
+
+
+def test_jit_equals_eager():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 7, 6, 2)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(2, 3, 2, 3)), jnp.float32)
+    conv = lambda x, w: toeplitz_conv2d(x, w, **_STRIDED)
+
+    np.testing.assert_allclose(jax.jit(conv)(x, w), conv(x, w), **_TOL)
+
+
+def test_bfloat16_close_to_float32_result():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 12, 12, 3)).astype(np.float32)
+    w = rng.normal(size=(5, 5, 3, 4)).astype(np.float32)
+    kwargs = dict(stride=(1, 1), padding=((2, 2), (2, 2)), dilation=(1, 1))
+
+    got = toeplitz_conv2d(jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16), **kwargs)
+
+    assert got.dtype == jnp.bfloat16
+    want = _lax_conv(jnp.asarray(x), jnp.asarray(w), **kwargs)
+    # bfloat16 keeps 8 significant bits; the 75-term sums have magnitude ~9.
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=5e-2, atol=0.3)
+
+
+def _grad_programs(conv):
+    """(StableHLO, compiled HLO) of the input and weight gradient of a LeNet conv1-sized conv."""
+    x = jnp.zeros((4, 28, 28, 1), jnp.float32)
+    w = jnp.zeros((5, 5, 1, 6), jnp.float32)
+
+    def loss(x, w):
+        return jnp.sum(conv(x, w, stride=(1, 1), padding=((2, 2), (2, 2)), dilation=(1, 1)) ** 2)
+
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w)
+    return lowered.as_text(), lowered.compile().as_text()
+
+
+# Op names only, so source names in the programs' debug metadata cannot match.
+_STABLEHLO_CONV = re.compile(r"stablehlo\.convolution\b")
+_HLO_CONV = re.compile(r"= \S+ convolution\(")
+
+
+def test_gradient_programs_are_convolution_free():
+    stablehlo, hlo = _grad_programs(toeplitz_conv2d)
+
+    assert "dot_general" in stablehlo
+    assert not _STABLEHLO_CONV.search(stablehlo)
+    assert not _HLO_CONV.search(hlo)
+
+
+def test_convolution_patterns_detect_lax_convolutions():
+    stablehlo, hlo = _grad_programs(_lax_conv)
+
+    assert _STABLEHLO_CONV.search(stablehlo)
+    assert _HLO_CONV.search(hlo)
+
+
+_LENET = [
+    ((256, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))),
+    ((256, 14, 14, 6), (5, 5, 6, 16), ((0, 0), (0, 0))),
+]
+
+
+def _auto(x_shape, w_shape, padding, *, groups=1, backend="cpu", stride=(1, 1)):
+    return use_toeplitz(
+        x_shape, w_shape, stride=stride, padding=padding, dilation=(1, 1), groups=groups,
+        backend=backend,
+    )
+
+
+@pytest.mark.parametrize("x_shape,w_shape,padding", _LENET, ids=["conv1", "conv2"])
+def test_auto_picks_toeplitz_for_lenet_on_cpu_only(x_shape, w_shape, padding):
+    assert _auto(x_shape, w_shape, padding)
+    assert not _auto(x_shape, w_shape, padding, backend="gpu")
+    assert not _auto(x_shape, w_shape, padding, backend="tpu")
+
+
+def test_auto_never_picks_toeplitz_for_grouped_conv():
+    # 2 groups: the HWIO kernel holds Ci/groups = 3 input channels.
+    assert not _auto((256, 14, 14, 6), (5, 5, 3, 16), ((0, 0), (0, 0)), groups=2)
+
+
+def test_auto_declines_wide_many_channel_convs():
+    # A ResNet-style 3x3 conv on 56x56x64: the Toeplitz weight would be ~40 M entries.
+    assert not _auto((32, 56, 56, 64), (3, 3, 64, 64), ((1, 1), (1, 1)))
