@@ -18,6 +18,7 @@ is still seen); evaluation pads it and masks the padding, so each example counts
 """
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -171,6 +172,12 @@ def epoch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
             f"epoch_indices: batch_size must be <= num_examples ({num_examples}), "
             f"got {batch_size}"
         )
+    return _permuted_batches(key, num_examples, batch_size)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _permuted_batches(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
+    # Jitted so that a per-epoch call from Python reuses one compiled permutation.
     steps = num_examples // batch_size
     perm = jax.random.permutation(key, num_examples)
     return perm[: steps * batch_size].reshape(steps, batch_size).astype(jnp.int32)
