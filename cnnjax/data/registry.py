@@ -62,6 +62,12 @@ class DatasetSpec:
 _REGISTRY: dict[str, DatasetSpec] = {}
 
 
+def _by_archive(*sha256: str, files: IdxFiles = IdxFiles()) -> dict[str, str]:
+    """Maps the ``.gz`` names of ``files`` (train images, train labels, test images, test
+    labels) to the given digests, in that order."""
+    return {f"{base}.gz": digest for base, digest in zip(dataclasses.astuple(files), sha256)}
+
+
 def register(spec: DatasetSpec) -> DatasetSpec:
     """Adds ``spec`` to the registry; raises ValueError if its name is already taken."""
     if spec.name in _REGISTRY:
@@ -97,12 +103,12 @@ register(
         num_test=10_000,
         tfds_name="fashion_mnist",
         idx_files=IdxFiles(),
-        archive_sha256={
-            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-        },
+        archive_sha256=_by_archive(
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        ),
         fallback=BUNDLED_NAME,
         homepage="https://github.com/zalandoresearch/fashion-mnist",
     )
@@ -117,12 +123,12 @@ register(
         num_test=10_000,
         tfds_name="mnist",
         idx_files=IdxFiles(),
-        archive_sha256={
-            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-        },
+        archive_sha256=_by_archive(
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        ),
         fallback=BUNDLED_NAME,
         homepage="https://yann.lecun.com/exdb/mnist/",
     )

@@ -14,7 +14,10 @@ downloads and checks the data. What tfds can do depends on whether TensorFlow is
 
 So, in order: read prepared ``array_record`` data if it is there; else, with TensorFlow,
 let tfds download and prepare it as ``array_record`` and read that; else fetch the four
-archives with tfds's download manager and decode them with ``cnnjax.data.idx``.
+archives with tfds's download manager and decode them with ``cnnjax.data.idx``. (Reading
+prepared data decodes one PNG per example, ~0.4 ms each on a 2-core CPU, so ~30 s for
+Fashion-MNIST; decoding the archives takes under a second. Prepared data keeps tfds's own
+example order, which differs from the archives'.)
 
 A download is attempted only after a quick probe that the archives' host (or the configured
 HTTP proxy) accepts a TCP connection: without it an offline machine waits minutes in tfds's

@@ -7,7 +7,9 @@ import socket
 import numpy as np
 import pytest
 
-SHARED_FASHION_MNIST = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion_mnist"
+SHARED_FASHION_MNIST = (
+    pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion_mnist"
+)
 IDX_NAMES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",

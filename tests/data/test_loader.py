@@ -30,7 +30,8 @@ def test_real_fashion_mnist_from_cnnjax_data_dir(monkeypatch):
     monkeypatch.setenv("CNNJAX_DATA_DIR", str(real_fashion_mnist_dir()))
     ds = data.load()  # auto: the directory in the environment wins
     assert (ds.name, ds.source) == ("fashion_mnist", "idx")
-    assert ds.train_images.shape == (60_000, 28, 28, 1) and ds.test_images.shape == (10_000, 28, 28, 1)
+    assert ds.train_images.shape == (60_000, 28, 28, 1)
+    assert ds.test_images.shape == (10_000, 28, 28, 1)
     assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
     np.testing.assert_array_equal(np.bincount(ds.train_labels), np.full(10, 6_000))
     np.testing.assert_array_equal(np.bincount(ds.test_labels), np.full(10, 1_000))

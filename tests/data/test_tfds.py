@@ -103,3 +103,12 @@ def test_probe_honours_proxy_settings(monkeypatch):
 def test_tensorflow_is_not_needed_here():
     # These tests are meant to prove the TF-free path; say so if TF shows up.
     assert not tfds_source.tensorflow_available(), "TensorFlow is installed in this venv"
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "mnist"])
+def test_registry_checksums_match_the_ones_tfds_registers(name, tmp_path):
+    spec = data.get_spec(name)
+    builder = tfds.builder(spec.tfds_name, data_dir=tmp_path)
+    registered = {info.filename: info.checksum for info in builder.url_infos.values()}
+    assert registered == dict(spec.archive_sha256)
+    assert tuple(builder.info.features["label"].names) == spec.class_names
