@@ -46,9 +46,11 @@ Pads = tuple[tuple[int, int], ...]
 def _lax_pool(x: jax.Array, kind: str, window, strides, pads: Pads, count_include_pad: bool) -> jax.Array:
     """reduce_window over the spatial axes of (N, *spatial, C); hyper-parameters already valid."""
     dims, steps, full_pads = (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
+    # The init values must be concrete (NumPy, not traced) so that JAX recognises max/add
+    # windows and uses the reductions it can differentiate in reverse mode.
     if kind == "max":
-        return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, dims, steps, full_pads)
-    total = lax.reduce_window(x, jnp.array(0, x.dtype), lax.add, dims, steps, full_pads)
+        return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, dims, steps, full_pads)
+    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, dims, steps, full_pads)
     if count_include_pad or not any(lo or hi for lo, hi in pads):
         return total / np.prod(window)
     # Real (unpadded) elements under each window: separable, so an outer product of per-dim
