@@ -36,7 +36,7 @@ def _per_example_grads(state: TrainState, x: jax.Array, y: jax.Array):
         return jax.value_and_grad(_loss, has_aux=True)(state.params, state.apply_fn, xi[None], yi[None])
 
     (losses, logits), grads = jax.vmap(one)(x, y)
-    norms = jax.vmap(optax.global_norm)(grads)
+    norms = jax.vmap(optax.tree.norm)(grads)
     mean_grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
     return jnp.mean(losses), logits[:, 0], mean_grads, norms
 
@@ -74,7 +74,7 @@ def train_step(
         (loss, logits), grads = jax.value_and_grad(_loss, has_aux=True)(
             state.params, state.apply_fn, x, y
         )
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.apply_gradients(grads=grads)
     diverged = state.diverged | ~finite
@@ -85,10 +85,10 @@ def train_step(
         loss=loss,
         accuracy=jnp.mean(jnp.argmax(logits, axis=-1) == y),
         grad_norm=grad_norm,
-        update_norm=optax.global_norm(
+        update_norm=optax.tree.norm(
             jax.tree.map(jnp.subtract, new_state.params, state.params)
         ),
-        param_norm=optax.global_norm(new_state.params),
+        param_norm=optax.tree.norm(new_state.params),
         finite=finite,
     )
     return new_state, metrics

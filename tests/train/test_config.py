@@ -9,6 +9,7 @@ import pytest
 
 from cnnjax.models import LeNet
 from cnnjax.train import ConfigError, ConfigTypeError, default_config, resolve_config
+from tests.train.tiny import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -123,7 +124,7 @@ def _cli(tmp_path, *overrides):
     return subprocess.run(
         [sys.executable, "scripts/train.py", "--config=configs/lenet.py", f"--workdir={tmp_path / 'run'}",
          *overrides],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=subprocess_env(),
     )
 
 

@@ -1,4 +1,6 @@
 """A tiny, fast training config shared by the training tests."""
+import os
+
 import ml_collections
 
 from cnnjax.train import default_config
@@ -44,3 +46,10 @@ def tiny_cli_args(workdir, *extra: str) -> list[str]:
         "--config.progress=False",
         *extra,
     ]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a training subprocess: this one's, compiling as the tests do."""
+    env = dict(os.environ)
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    return env
