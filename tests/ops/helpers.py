@@ -154,3 +154,21 @@ def conv_cases(draw, rank: int = 2, max_groups: int = 3):
     n = draw(st.integers(1, 2))
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     return (n, *spatial, ci), (*kernel, ci // groups, co), kwargs, pads, draw(st.booleans()), draw(st.integers(0, 2**16))
+
+
+@st.composite
+def pool_cases(draw, rank: int = 2, reshape_only: bool = False):
+    """(x_shape, window, stride, padding, explicit pads, seed)."""
+    window = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    if reshape_only:
+        stride, padding, pads = draw(st.sampled_from([None, window])), 0, ((0, 0),) * rank
+    else:
+        stride = draw(st.one_of(st.none(), st.tuples(*[st.integers(1, 3)] * rank)))
+        # Padding at most half the window (PyTorch's rule, which the ops enforce).
+        pads = tuple((draw(st.integers(0, k // 2)), draw(st.integers(0, k // 2))) for k in window)
+        padding = draw(st.sampled_from([pads, tuple(lo for lo, _ in pads)]))
+        if not isinstance(padding[0], tuple):
+            pads = tuple((lo, lo) for lo, _ in pads)
+    spatial = tuple(draw(st.integers(max(1, k - lo - hi), k + 5)) for k, (lo, hi) in zip(window, pads))
+    n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    return (n, *spatial, c), window, stride, padding, pads, draw(st.integers(0, 2**16))

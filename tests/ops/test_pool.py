@@ -49,24 +49,6 @@ def test_book_multi_channel_example():
 # --- Properties. ---
 
 
-@st.composite
-def pool_cases(draw, rank: int = 2, reshape_only: bool = False):
-    """(x_shape, window, stride, padding, explicit pads, seed)."""
-    window = tuple(draw(st.integers(1, 3)) for _ in range(rank))
-    if reshape_only:
-        stride, padding, pads = draw(st.sampled_from([None, window])), 0, ((0, 0),) * rank
-    else:
-        stride = draw(st.one_of(st.none(), st.tuples(*[st.integers(1, 3)] * rank)))
-        # Padding at most half the window (PyTorch's rule, which the ops enforce).
-        pads = tuple((draw(st.integers(0, k // 2)), draw(st.integers(0, k // 2))) for k in window)
-        padding = draw(st.sampled_from([pads, tuple(lo for lo, _ in pads)]))
-        if not isinstance(padding[0], tuple):
-            pads = tuple((lo, lo) for lo, _ in pads)
-    spatial = tuple(draw(st.integers(max(1, k - lo - hi), k + 5)) for k, (lo, hi) in zip(window, pads))
-    n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
-    return (n, *spatial, c), window, stride, padding, pads, draw(st.integers(0, 2**16))
-
-
 def _check_pools(case, impl, dtype):
     x_shape, window, stride, padding, pads, seed = case
     x = h.random(np.random.default_rng(seed), x_shape, dtype)
@@ -91,20 +73,20 @@ def _check_pools(case, impl, dtype):
 
 
 @h.FAST
-@given(case=pool_cases())
+@given(case=h.pool_cases())
 def test_pool2d_lax_equals_reference_and_oracle(case):
     _check_pools(case, "lax", jnp.float32)
 
 
 @h.FEW
-@given(case=pool_cases())
+@given(case=h.pool_cases())
 def test_pool2d_bfloat16_within_looser_tolerance(case):
     _check_pools(case, "lax", jnp.bfloat16)
 
 
 @pytest.mark.parametrize("impl", ["reshape", "auto"])
 @h.FEW
-@given(case=pool_cases(reshape_only=True))
+@given(case=h.pool_cases(reshape_only=True))
 def test_non_overlapping_pool2d_every_impl_equals_reference(impl, case):
     _check_pools(case, impl, jnp.float32)
 
@@ -113,8 +95,8 @@ def test_non_overlapping_pool2d_every_impl_equals_reference(impl, case):
 @h.FEW
 @given(data=st.data())
 def test_pool1d_pool3d_equal_reference(rank, data):
-    _check_pools(data.draw(pool_cases(rank=rank)), "lax", jnp.float32)
-    _check_pools(data.draw(pool_cases(rank=rank, reshape_only=True)), "reshape", jnp.float32)
+    _check_pools(data.draw(h.pool_cases(rank=rank)), "lax", jnp.float32)
+    _check_pools(data.draw(h.pool_cases(rank=rank, reshape_only=True)), "reshape", jnp.float32)
 
 
 @h.FEW
