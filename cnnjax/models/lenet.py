@@ -228,6 +228,11 @@ class LeNet(nn.Module):
                 f"LeNet.from_config: unknown key(s) {unknown}; valid keys: {list(valid)}"
             )
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+        if isinstance(kwargs.get("dtype"), str):
+            try:
+                kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+            except TypeError as e:
+                raise ValueError(f"LeNet.from_config: unknown dtype {kwargs['dtype']!r}") from e
         return cls(**kwargs)
 
     def stages(self) -> tuple[Stage, ...]:
