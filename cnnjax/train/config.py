@@ -9,7 +9,7 @@ learning rates) so the resolved config written to the workdir says exactly what 
 
 Keys (defaults in :func:`default_config`):
 
-* ``seed``: the data-order seed (epoch ``e`` is shuffled with ``fold_in(PRNGKey(seed), e)``).
+* ``seed``: the data-order seed (epoch ``e`` is shuffled with ``fold_in(key(seed), e)``).
 * ``num_epochs``, ``batch_size``, ``eval_batch_size``.
 * ``loop``: ``"scan"`` (each epoch is one compiled ``lax.scan``; the default) or ``"step"`` (a
   jitted step called from a Python loop, so a progress bar can count steps).

@@ -167,8 +167,7 @@ def _load_splits(config: ml_collections.ConfigDict):
     stats = {}
     if cfg.normalize == "standardize":
         # Statistics of the (limited) training split, applied to both splits.
-        pixels = train_x.astype(np.float64) / 255.0
-        stats = {"mean": float(pixels.mean()), "std": float(pixels.std())}
+        stats = dict(zip(("mean", "std"), data.channel_stats(train_x)))
     train = data.to_device(train_x, train_y, normalize=cfg.normalize, **stats)
     test = data.to_device(test_x, test_y, normalize=cfg.normalize, **stats)
     return dataset, train, test
@@ -278,7 +277,7 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
 
     If ``workdir`` holds checkpoints of the same config, training resumes after the latest one
     (``num_epochs`` may be raised to train longer when the schedule is "constant"); the data order
-    of epoch ``e`` is ``fold_in(PRNGKey(seed), e)``, so a resumed run replays an uninterrupted one
+    of epoch ``e`` is ``fold_in(key(seed), e)``, so a resumed run replays an uninterrupted one
     exactly. Prints one line per epoch and a final report (per-member table, throughput, device).
 
     Args:
@@ -340,7 +339,6 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
         f"{run_info['strategy']}, on {run_info['device']}"
         + (f"; resuming after epoch {start_epoch}" if start_epoch else "")
     )
-    data_key = jax.random.PRNGKey(config.seed)
     evaluate = make_eval_fn(config)
     epoch_bar = tqdm(total=config.num_epochs, initial=start_epoch, desc="epochs", unit="epoch",
                      disable=not config.progress, dynamic_ncols=True)
@@ -350,7 +348,7 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
     train_seconds, trained_epochs = 0.0, 0
     try:
         for epoch in range(start_epoch + 1, config.num_epochs + 1):
-            key = data.epoch_key(data_key, epoch)
+            key = data.epoch_key(config.seed, epoch)
             if run_epoch is None:
                 run_epoch, compile_seconds = _epoch_runner(config, state, train, key, step_bar)
             was_diverged = np.asarray(state.diverged)
