@@ -13,7 +13,8 @@ Keys (defaults in :func:`default_config`):
 * ``num_epochs``, ``batch_size``, ``eval_batch_size``.
 * ``loop``: ``"scan"`` (each epoch is one compiled ``lax.scan``; the default) or ``"step"`` (a
   jitted step called from a Python loop, so a progress bar can count steps).
-* ``data.{name, source, dir, normalize, train_limit, test_limit}``; limits of 0 mean "all".
+* ``data.{name, source, dir, normalize, train_limit, test_limit}``; a limit keeps a fixed
+  pseudo-random subset of that many examples (the same for every seed); 0 means all.
 * ``model.*``: the fields of :class:`cnnjax.models.LeNet` (see ``LeNet.default_config()``).
 * ``optimizer.{name, learning_rate, momentum, weight_decay, schedule, warmup_epochs}``.
 * ``population.{size, seeds, learning_rates, strategy, freeze_diverged}``: ``size`` members trained

@@ -144,16 +144,24 @@ def _write_metrics(workdir: str, history: dict[str, list], config: ml_collection
 # Data.
 
 
+def _subset(images: np.ndarray, labels: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """``limit`` examples (all if 0), the same pseudo-random ones for every run and seed.
+
+    Random rather than the first ``limit``: a data set stored sorted by class (the bundled
+    MNIST subset is) would otherwise give a single class.
+    """
+    if not limit or limit >= labels.shape[0]:
+        return images, labels
+    keep = np.sort(np.random.default_rng(0).permutation(labels.shape[0])[:limit])
+    return images[keep], labels[keep]
+
+
 def _load_splits(config: ml_collections.ConfigDict):
     """(dataset, train DeviceSplit, test DeviceSplit) as ``config.data`` asks."""
     cfg = config.data
     dataset = data.load(cfg.name, source=cfg.source, data_dir=cfg.dir or None)
-    train_x, train_y = dataset.train_images, dataset.train_labels
-    test_x, test_y = dataset.test_images, dataset.test_labels
-    if cfg.train_limit:
-        train_x, train_y = train_x[: cfg.train_limit], train_y[: cfg.train_limit]
-    if cfg.test_limit:
-        test_x, test_y = test_x[: cfg.test_limit], test_y[: cfg.test_limit]
+    train_x, train_y = _subset(dataset.train_images, dataset.train_labels, cfg.train_limit)
+    test_x, test_y = _subset(dataset.test_images, dataset.test_labels, cfg.test_limit)
     if train_x.shape[0] < config.batch_size:
         raise ConfigError(
             f"config.batch_size={config.batch_size} exceeds the {train_x.shape[0]} training "
@@ -177,24 +185,31 @@ def _load_splits(config: ml_collections.ConfigDict):
 # Reporting.
 
 
+def _fmt(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 1e4 else f"{value:.2e}"
+
+
 def _fmt_mean(values: np.ndarray) -> str:
     if values.size == 1:
-        return f"{values[0]:.3f}"
-    return f"{values.mean():.3f} ± {values.std():.3f}"
+        return _fmt(values[0])
+    return f"{_fmt(values.mean())} ± {_fmt(values.std())}"
 
 
 def _epoch_line(epoch: int, num_epochs: int, m: dict[str, np.ndarray], healthy: np.ndarray,
                 seconds: float) -> str:
     """The book's per-epoch line; for a population, mean ± std over healthy members and the best."""
-    line = f"epoch {epoch:>{len(str(num_epochs))}}/{num_epochs}: "
-    if healthy.any():
-        loss, train_acc, test_acc = (m[k][healthy] for k in ("train_loss", "train_accuracy", "test_accuracy"))
-        line += f"loss {_fmt_mean(loss)}, train acc {_fmt_mean(train_acc)}, test acc {_fmt_mean(test_acc)}"
-        if healthy.size > 1:
-            best = int(np.flatnonzero(healthy)[np.argmax(test_acc)])
-            line += f" (best {m['test_accuracy'][best]:.3f}, member {best})"
-    else:
-        line += "every member diverged"
+    shown = healthy if healthy.any() else np.ones_like(healthy)
+    loss, train_acc, test_acc = (
+        m[k][shown] for k in ("train_loss", "train_accuracy", "test_accuracy")
+    )
+    line = (f"epoch {epoch:>{len(str(num_epochs))}}/{num_epochs}: loss {_fmt_mean(loss)}, "
+            f"train acc {_fmt_mean(train_acc)}, test acc {_fmt_mean(test_acc)}")
+    if not healthy.any():
+        line += " (diverged)"
+    elif shown.size > 1:
+        best = int(np.flatnonzero(shown)[np.argmax(test_acc)])
+        line += f" (best {m['test_accuracy'][best]:.3f}, member {best}"
+        line += f"; {int((~healthy).sum())} diverged)" if (~healthy).any() else ")"
     return line + f"  [{seconds:.1f} s]"
 
 
@@ -212,7 +227,7 @@ def _final_report(final: dict[str, np.ndarray], config: ml_collections.ConfigDic
         status = "ok" if diverged_epoch[i] is None else f"diverged in epoch {diverged_epoch[i]} (frozen)"
         lines.append(
             f"{i:>6}  {pop.seeds[i]:>5}  {pop.learning_rates[i]:>9.4g}  "
-            f"{final['train_loss'][i]:>7.3f}  {final['train_accuracy'][i]:>9.3f}  "
+            f"{_fmt(final['train_loss'][i]):>7}  {final['train_accuracy'][i]:>9.3f}  "
             f"{final['test_accuracy'][i]:>8.3f}  {status}"
         )
     healthy = np.array([d is None for d in diverged_epoch])
@@ -220,7 +235,7 @@ def _final_report(final: dict[str, np.ndarray], config: ml_collections.ConfigDic
         acc = final["test_accuracy"][healthy]
         best = int(np.flatnonzero(healthy)[np.argmax(acc)])
         lines.append(
-            f"mean ± std over {int(healthy.sum())} members: "
+            f"mean ± std over {int(healthy.sum())} healthy member(s): "
             f"loss {_fmt_mean(final['train_loss'][healthy])}, "
             f"train acc {_fmt_mean(final['train_accuracy'][healthy])}, "
             f"test acc {_fmt_mean(acc)}; min test acc {acc.min():.3f}; "

@@ -1,0 +1,122 @@
+"""train_and_evaluate: outputs, determinism, resuming, divergence (in process, tiny runs)."""
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from cnnjax.train import ConfigError, TrainingDiverged, restore_model, train_and_evaluate
+from cnnjax.train.checkpoint import latest_epoch, open_manager
+from tests.train.tiny import tiny_config
+
+METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "grad_norm", "update_norm",
+           "param_norm", "diverged")
+
+
+def _records(workdir):
+    with open(workdir / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    for r in records:
+        r.pop("epoch_time_s")
+    return records
+
+
+def _same_params(a, b):
+    return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted 2-epoch run of the tiny config."""
+    workdir = tmp_path_factory.mktemp("reference")
+    return workdir, train_and_evaluate(tiny_config(), workdir)
+
+
+def test_run_writes_every_output(reference, capsys):
+    workdir, result = reference
+    for name in ("config.json", "run.json", "metrics.jsonl", "metrics.csv", "learning_curves.png",
+                 "summary.json"):
+        assert (workdir / name).stat().st_size > 0, name
+    assert (workdir / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(workdir / "config.json") as f:
+        saved = json.load(f)
+    assert saved["population"]["seeds"] == [0] and saved["data"]["train_limit"] == 256
+    records = _records(workdir)
+    assert [r["epoch"] for r in records] == [1, 2]
+    csv_lines = (workdir / "metrics.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("epoch,member,seed,learning_rate")
+    for name in METRICS:
+        assert result[name].shape == (1,)
+        assert records[-1][name] == result[name][0] or math.isclose(records[-1][name], result[name][0])
+    assert result["epochs"] == 2 and result["examples_per_second"] > 0
+    assert 0.0 <= result["test_accuracy"][0] <= 1.0
+    with open(workdir / "summary.json") as f:
+        assert json.load(f)["test_accuracy"] == [pytest.approx(result["test_accuracy"][0])]
+    manager = open_manager(workdir, read_only=True)
+    assert sorted(manager.all_steps()) == [0, 1, 2]
+    manager.close()
+
+
+def test_same_config_gives_identical_results(reference, tmp_path):
+    workdir, _ = reference
+    train_and_evaluate(tiny_config(), tmp_path)
+    assert _records(tmp_path) == _records(workdir)
+    assert _same_params(restore_model(tmp_path)[1], restore_model(workdir)[1])
+
+
+def test_resumed_run_equals_the_uninterrupted_one(reference, tmp_path, capsys):
+    workdir, result = reference
+    train_and_evaluate(tiny_config(num_epochs=1), tmp_path)
+    resumed = train_and_evaluate(tiny_config(num_epochs=2), tmp_path)
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    assert _records(tmp_path) == _records(workdir)
+    for name in METRICS:
+        np.testing.assert_array_equal(resumed[name], result[name])
+    model, params = restore_model(tmp_path)
+    assert _same_params(params, restore_model(workdir)[1])
+    assert model.activation == "sigmoid"
+    # A finished run trains nothing more, and a different config cannot reuse the workdir.
+    again = train_and_evaluate(tiny_config(num_epochs=2), tmp_path)
+    np.testing.assert_array_equal(again["test_accuracy"], result["test_accuracy"])
+    with pytest.raises(ConfigError, match=r"different config \(optimizer.learning_rate: 0.5 -> 0.1, "):
+        train_and_evaluate(tiny_config(num_epochs=3, optimizer__learning_rate=0.1), tmp_path)
+
+
+def test_restore_model_validates_member_and_workdir(reference, tmp_path):
+    workdir, _ = reference
+    with pytest.raises(ValueError, match=r"member must be an int in \[0, 1\), got 1"):
+        restore_model(workdir, member=1)
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        restore_model(tmp_path)
+
+
+def test_divergence_stops_naming_member_epoch_and_rate_and_keeps_the_checkpoint(tmp_path):
+    config = tiny_config(model__activation="relu", optimizer__learning_rate=1e4)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: member 0 \(seed 0, learning rate 10000\) diverged"):
+        train_and_evaluate(config, tmp_path)
+    manager = open_manager(tmp_path, read_only=True)
+    assert latest_epoch(manager) == 0  # epoch 1 was not checkpointed
+    manager.close()
+    _, params = restore_model(tmp_path)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
+    records = _records(tmp_path)
+    assert records[-1]["epoch"] == 1 and records[-1]["diverged"] is True
+
+
+def test_diverged_members_are_frozen_while_the_rest_train(tmp_path, capsys):
+    config = tiny_config(model__activation="relu", population__size=2,
+                         population__learning_rates=(0.5, 1e4))
+    result = train_and_evaluate(config, tmp_path)
+    out = capsys.readouterr().out
+    assert "epoch 1: member 1 (seed 1, learning rate 10000) diverged" in out
+    assert "diverged in epoch 1 (frozen)" in out
+    np.testing.assert_array_equal(result["diverged"], [False, True])
+    assert result["epochs"] == 2
+    _, frozen = restore_model(tmp_path, member=1)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(frozen))
+
+    strict = tiny_config(model__activation="relu", population__size=2,
+                         population__learning_rates=(0.5, 1e4), population__freeze_diverged=False)
+    with pytest.raises(TrainingDiverged, match="epoch 1: member 1 .* diverged"):
+        train_and_evaluate(strict, tmp_path / "strict")
