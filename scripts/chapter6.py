@@ -15,6 +15,7 @@ the inputs are synthetic shapes; the figure titles say which. Runs on CPU in sec
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import pathlib
 from collections.abc import Callable
@@ -348,8 +349,19 @@ def lenet_and_inputs(workdir: str | None, seed: int):
     from cnnjax import data, train
 
     model, params = train.restore_model(workdir, member=0)
-    images, labels = data.load("fashion_mnist", split="test", num_examples=4)
-    return model, params, np.asarray(images), [str(v) for v in labels], f"trained ({workdir})"
+    with open(pathlib.Path(workdir) / "config.json") as f:
+        cfg = train.resolve_config(json.load(f)).data
+    ds = data.load(cfg.name, source=cfg.source, data_dir=cfg.dir or None)
+    # The first test image of each of the first four classes.
+    idx = [int(np.flatnonzero(ds.test_labels == c)[0]) for c in range(min(4, ds.num_classes))]
+    stats = {}
+    if cfg.normalize == "standardize":
+        # The run used its (possibly limited) training split's statistics; the full split's
+        # differ slightly, which does not matter for looking at activations.
+        stats = dict(zip(("mean", "std"), data.channel_stats(ds.train_images)))
+    split = data.to_device(ds.test_images[idx], ds.test_labels[idx], normalize=cfg.normalize, **stats)
+    names = [ds.class_names[int(c)] for c in ds.test_labels[idx]]
+    return model, params, np.asarray(split.images), names, f"trained, member 0 of {workdir}"
 
 
 def montage(maps: np.ndarray, gap: int = 1) -> np.ndarray:

@@ -7,6 +7,7 @@ activations behind exercise 6.6.4.4's pictures.
 """
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,8 +31,9 @@ def features(model: nn.Module, params: Mapping[str, Any], x: jax.Array) -> dict[
       x: the batch, in whatever layout the model takes (``LeNet``: (N, H, W, C) floating).
 
     Returns:
-      ``{stage name: activation}`` in the order the network runs, e.g. for the book's LeNet
-      "conv1" (N, 28, 28, 6), "act1", "pool1", ..., "output" (N, 10) (in the compute dtype).
+      An ``OrderedDict`` ``{stage name: activation}`` in the order the network runs (kept
+      under ``jit``), e.g. for the book's LeNet "conv1" (N, 28, 28, 6), "act1", "pool1", ...,
+      "output" (N, 10), in the model's compute dtype.
 
     Jit-compatible for a fixed model. Raises TypeError if the model sows no stages.
     """
@@ -40,7 +42,10 @@ def features(model: nn.Module, params: Mapping[str, Any], x: jax.Array) -> dict[
     sown = state.get("intermediates", {}).get("stages")
     if sown is None:
         raise TypeError(f"features: {type(model).__name__} does not sow its stages")
-    return dict(sown[0])
+    acts = sown[0]
+    names = [s.name for s in model.stages()] if hasattr(model, "stages") else list(acts)
+    # An OrderedDict keeps its order through jit/eval_shape; a plain dict comes back key-sorted.
+    return collections.OrderedDict((name, acts[name]) for name in names)
 
 
 def _chw(shape: Sequence[int]) -> str:
