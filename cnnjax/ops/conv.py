@@ -8,7 +8,7 @@ pads both sides, ``groups`` splits channels into independent convolutions.
 Every argument is validated while tracing, so a bad one raises ``ValueError``/``TypeError`` before
 XLA runs, under ``jit`` too. All functions are jit-, grad- and vmap-safe.
 
-Two implementations compute the same thing (``impl``):
+The ``impl`` argument picks how (every choice computes the same function):
   - "lax": ``jax.lax.conv_general_dilated``, any rank and ``groups``.
   - "toeplitz": 2-D only, ``groups == 1``: one block-Toeplitz GEMM
     (:mod:`cnnjax.ops.toeplitz`), faster on XLA:CPU for small-channel convs.
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnnjax.ops import _checks
+from cnnjax.ops import _checks, toeplitz
 
 __all__ = ["IMPLS", "conv", "conv1d", "conv2d", "conv3d"]
 
@@ -95,18 +95,12 @@ def _conv(op: str, x, w, b, stride, padding, dilation, groups, impl, rank: int |
     x, w = x.astype(dtype), w.astype(dtype)
 
     if impl == "auto":
-        impl = "lax"
-        if r == 2 and groups == 1:
-            from cnnjax.ops import toeplitz
-
-            if toeplitz.use_toeplitz(
-                tuple(x.shape), tuple(w.shape), stride=strides, padding=pads,
-                dilation=dilations, groups=groups, backend=jax.default_backend(),
-            ):
-                impl = "toeplitz"
+        use = r == 2 and groups == 1 and toeplitz.use_toeplitz(
+            tuple(x.shape), tuple(w.shape), stride=strides, padding=pads,
+            dilation=dilations, groups=groups, backend=jax.default_backend(),
+        )
+        impl = "toeplitz" if use else "lax"
     if impl == "toeplitz":
-        from cnnjax.ops import toeplitz
-
         y = toeplitz.toeplitz_conv2d(x, w, stride=strides, padding=pads, dilation=dilations)
     else:
         y = lax.conv_general_dilated(

@@ -6,7 +6,7 @@ stride = window, max pooling pads with -inf, average pooling divides by the whol
 (``count_include_pad=True``) or by the number of real elements in it (``False``). Arguments are
 validated while tracing (so also under ``jit``); everything is jit-, grad- and vmap-safe.
 
-Two implementations (``impl``):
+The ``impl`` argument picks how (every choice computes the same function):
   - "lax": ``jax.lax.reduce_window``, any window, stride and padding.
   - "reshape": only for non-overlapping windows (stride == window, no padding): reshape to
     ``(N, H/k, k, W/k, k, C)`` and reduce the k axes (trailing rows/columns that fill no window

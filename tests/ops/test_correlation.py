@@ -131,7 +131,7 @@ def test_multi_channel_equal_reference(case, co):
     _check_multi_channel(jnp.float32, case, co)
 
 
-@h.FEW
+@settings(h.FEW, max_examples=3)
 @given(case=image_and_kernel(channels=True), co=st.integers(1, 3))
 def test_multi_channel_bfloat16_within_looser_tolerance(case, co):
     _check_multi_channel(jnp.bfloat16, case, co)
