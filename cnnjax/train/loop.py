@@ -8,7 +8,8 @@ step of :mod:`cnnjax.train.steps`, compiled for a whole population by :mod:`cnnj
 A run's ``workdir`` holds:
 
 * ``config.json``: the resolved config (every key, per-member seeds and learning rates);
-* ``run.json``: facts the config does not fix (input shape, split sizes, steps per epoch);
+* ``run.json``: facts the config does not fix (input shape, split sizes, steps per epoch, and
+  the per-channel ``mean`` / ``std`` used when ``data.normalize`` is "standardize");
 * ``metrics.jsonl`` / ``metrics.csv``: one record per (epoch, member);
 * ``learning_curves.png``: the book's figure, one curve per member;
 * ``summary.json``: final per-member metrics, throughput, device and timings;
@@ -157,7 +158,10 @@ def _subset(images: np.ndarray, labels: np.ndarray, limit: int) -> tuple[np.ndar
 
 
 def _load_splits(config: ml_collections.ConfigDict):
-    """(dataset, train DeviceSplit, test DeviceSplit) as ``config.data`` asks."""
+    """(dataset, train DeviceSplit, test DeviceSplit, normalisation stats) as ``config.data`` asks.
+
+    The stats are ``{"mean": [...], "std": [...]}`` per channel for "standardize", else empty.
+    """
     cfg = config.data
     dataset = data.load(cfg.name, source=cfg.source, data_dir=cfg.dir or None)
     train_x, train_y = _subset(dataset.train_images, dataset.train_labels, cfg.train_limit)
@@ -178,7 +182,7 @@ def _load_splits(config: ml_collections.ConfigDict):
         stats = dict(zip(("mean", "std"), data.channel_stats(train_x)))
     train = data.to_device(train_x, train_y, normalize=cfg.normalize, **stats)
     test = data.to_device(test_x, test_y, normalize=cfg.normalize, **stats)
-    return dataset, train, test
+    return dataset, train, test, {k: np.asarray(v).tolist() for k, v in stats.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,14 +270,13 @@ def _epoch_runner(config: ml_collections.ConfigDict, state: TrainState, train: d
 
     step = make_train_step(config)
     batches = jax.jit(data.gather)
-    indices_of = jax.jit(data.epoch_indices, static_argnums=(1, 2))
     num_train = train.images.shape[0]
-    x, y = batches(train, indices_of(key, num_train, config.batch_size)[0])
+    x, y = batches(train, data.epoch_indices(key, num_train, config.batch_size)[0])
     compiled = step.lower(state, x, y).compile()
 
     def run(state: TrainState, key: jax.Array):
         steps = []
-        indices = indices_of(key, num_train, config.batch_size)
+        indices = data.epoch_indices(key, num_train, config.batch_size)
         if bar is not None:
             bar.reset(total=indices.shape[0])
         for idx in indices:
@@ -322,7 +325,7 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
         with open(config_path) as f:
             _check_resumable(json.load(f), config)
 
-    dataset, train, test = _load_splits(config)
+    dataset, train, test, stats = _load_splits(config)
     model = LeNet.from_config(config.model)
     steps_per_epoch = train.images.shape[0] // config.batch_size
     input_shape = tuple(int(d) for d in train.images.shape[1:])
@@ -333,7 +336,7 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
         "dataset": dataset.name, "source": dataset.source, "input_shape": list(input_shape),
         "num_train": int(train.images.shape[0]), "num_test": int(test.images.shape[0]),
         "steps_per_epoch": steps_per_epoch, "strategy": resolve_strategy(config.population.strategy),
-        "device": _device_name(),
+        "device": _device_name(), "normalize": config.data.normalize, **stats,
     }
     _write_atomic(os.path.join(workdir, "run.json"), json.dumps(run_info, indent=2) + "\n")
 
@@ -463,7 +466,8 @@ def restore_model(workdir: str | os.PathLike, member: int = 0) -> tuple[LeNet, A
     Returns:
       ``(model, params)``: a :class:`~cnnjax.models.LeNet` and its parameter tree (no member
       axis), ready for ``model.apply({"params": params}, x)`` with x: (N, H, W, C) float32
-      normalised as ``config.data.normalize`` says.
+      normalised as in training: ``x / 255``, then for "standardize" ``(x - mean) / std`` with
+      the ``mean`` / ``std`` recorded in ``run.json``.
 
     Raises:
       FileNotFoundError: ``workdir`` holds no run or no checkpoint.

@@ -120,3 +120,16 @@ def test_diverged_members_are_frozen_while_the_rest_train(tmp_path, capsys):
                          population__learning_rates=(0.5, 1e4), population__freeze_diverged=False)
     with pytest.raises(TrainingDiverged, match="epoch 1: member 1 .* diverged"):
         train_and_evaluate(strict, tmp_path / "strict")
+
+
+def test_step_loop_with_per_example_grads_trains_like_the_scan(reference, tmp_path):
+    workdir, _ = reference
+    config = tiny_config(num_epochs=1, loop="step", per_example_grads=True)
+    result = train_and_evaluate(config, tmp_path)
+    expected = _records(workdir)[0]
+    for name in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "param_norm"):
+        np.testing.assert_allclose(result[name][0], expected[name], rtol=1e-4)
+    record = _records(tmp_path)[0]
+    assert 0 < record["example_grad_norm_mean"] <= record["example_grad_norm_max"]
+    # The mean of per-example gradients has a norm no larger than their mean norm.
+    assert record["grad_norm"] <= record["example_grad_norm_mean"] * (1 + 1e-5)
