@@ -138,6 +138,7 @@ def section_6_2(outdir: pathlib.Path, seed: int) -> None:
     lr, steps = 3e-2, 10
     print(f"Conv2D((1, 2), use_bias=False), sum of squared errors, gradient descent lr {lr}")
     kernels, losses = learn_edge_kernel(X, Y, lr=lr, steps=steps, seed=seed)
+    show("initial kernel", kernels[0])
     for i, loss in enumerate(losses, start=1):
         if i % 2 == 0:
             print(f"epoch {i}, loss {loss:.3f}")
