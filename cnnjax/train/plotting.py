@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -48,15 +49,21 @@ def plot_learning_curves(
         axes = [ax]
     else:
         fig = Figure(figsize=(12, 3.8), layout="constrained")
+        # A qualitative map while its colours last, then a sequential one: no colour repeats.
+        cmap = matplotlib.colormaps["tab10" if num_members <= 10 else "tab20" if num_members <= 20
+                                    else "viridis"]
+        colors = cmap(np.linspace(0, 1, num_members)) if cmap.N > 20 else cmap.colors
         axes = fig.subplots(1, len(_CURVES))
         for ax, (key, label, _) in zip(axes, _CURVES):
             for m in range(num_members):
-                ax.plot(epochs, curves[key][:, m], marker=".", label=labels[m])
+                ax.plot(epochs, curves[key][:, m], marker=".", label=labels[m], color=colors[m])
             ax.set_title(label)
             ax.set_xlabel("epoch")
             ax.set_xlim(1, max(num_epochs, 2))
             ax.grid(True, alpha=0.3)
-        axes[-1].legend(fontsize="small", ncol=1 + num_members // 12)
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside right upper", fontsize="small",
+                   ncol=1 + num_members // 16)
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=120)
