@@ -10,7 +10,8 @@ Each worked example prints a ``label =`` line followed by the array (channels fi
 prints them). Figures (PNG): ``edge_detection.png`` and ``kernel_learning.png`` (6.2),
 ``lenet_layer1.png`` and ``lenet_layer2.png`` (6.6, exercise 6.6.4.4: activations of the first
 and second conv layers for a few inputs). Without ``--workdir`` LeNet has random parameters and
-the inputs are synthetic shapes; the figure titles say which. Runs on CPU in seconds.
+the inputs are synthetic shapes; the figure titles say which. Takes about 15 s on a shared
+2-core CPU, mostly compiling small programs (no data download without ``--workdir``).
 """
 from __future__ import annotations
 
@@ -360,7 +361,9 @@ def lenet_and_inputs(workdir: str | None, seed: int):
         # The run used its (possibly limited) training split's statistics; the full split's
         # differ slightly, which does not matter for looking at activations.
         stats = dict(zip(("mean", "std"), data.channel_stats(ds.train_images)))
-    split = data.to_device(ds.test_images[idx], ds.test_labels[idx], normalize=cfg.normalize, **stats)
+    split = data.to_device(
+        ds.test_images[idx], ds.test_labels[idx], normalize=cfg.normalize, **stats
+    )
     names = [ds.class_names[int(c)] for c in ds.test_labels[idx]]
     return model, params, np.asarray(split.images), names, f"trained, member 0 of {workdir}"
 

@@ -125,7 +125,8 @@ def test_6_2_learning_replays_in_numpy(run):
         assert float(loss) == pytest.approx(losses[int(epoch) - 1], abs=1.5e-3)
     learned = block(out, "learned kernel")
     np.testing.assert_allclose(learned, w, atol=1e-4)
-    np.testing.assert_allclose(learned, K, atol=0.12)  # bound derived in tests/models/test_conv2d.py
+    # The bound derived in tests/models/test_conv2d.py.
+    np.testing.assert_allclose(learned, K, atol=0.12)
 
 
 def test_6_2_exercises(run):
@@ -134,7 +135,8 @@ def test_6_2_exercises(run):
     np.testing.assert_array_equal(block(out, "corr2d(D, K)"), corr(D, K))
     np.testing.assert_array_equal(block(out, "corr2d(D.T, K)"), corr(D.T, K))
     np.testing.assert_array_equal(block(out, "corr2d(D, K.T)"), corr(D, K.T))
-    np.testing.assert_array_equal(block(out, "corr2d(f, second-derivative kernel)"), np.full((1, 6), 2))
+    second = block(out, "corr2d(f, second-derivative kernel)")
+    np.testing.assert_array_equal(second, np.full((1, 6), 2))
     for d in (1, 2, 3):
         got = block(out, f"order-{d} kernel (size {d + 1}) on t**{d}")
         np.testing.assert_array_equal(got, np.full((1, 8 - d), math.factorial(d)))
@@ -178,7 +180,9 @@ def test_6_4_channels(run):
 def test_6_5_pooling(run):
     out = section(run[0], "6.5")
     X = np.arange(9.0).reshape(3, 3)
-    np.testing.assert_array_equal(block(out, "pool2d(X, (2, 2), max)"), max_pool(X, (2, 2), (1, 1), (0, 0)))
+    np.testing.assert_array_equal(
+        block(out, "pool2d(X, (2, 2), max)"), max_pool(X, (2, 2), (1, 1), (0, 0))
+    )
     avg = np.array([[X[i:i + 2, j:j + 2].mean() for j in range(2)] for i in range(2)])
     np.testing.assert_array_equal(block(out, "pool2d(X, (2, 2), avg)"), avg)
     X = np.arange(16.0).reshape(4, 4)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax import ops
+from cnnjax.models.lenet import Stage
 
 __all__ = ["features", "summary"]
 
@@ -56,7 +57,7 @@ def _chw(shape: Sequence[int]) -> str:
     return " x ".join(str(d) for d in dims)
 
 
-def _describe(model: nn.Module, stage) -> str:
+def _describe(model: nn.Module, stage: Stage) -> str:
     if stage.kind == "conv":
         return f"Conv {stage.kernel}x{stage.kernel}, pad {stage.padding}"
     if stage.kind == "pool":
@@ -69,7 +70,7 @@ def _describe(model: nn.Module, stage) -> str:
     return "Dense"
 
 
-def _forward_ops(model: nn.Module, stage, in_shape: Sequence[int]) -> tuple[int, int]:
+def _forward_ops(model: nn.Module, stage: Stage, in_shape: Sequence[int]) -> tuple[int, int]:
     """(multiply-adds, pooling adds/comparisons) of one example entering ``stage``.
 
     ``in_shape`` is the batch shape of the stage's input: (N, H, W, C) or (N, F).
@@ -98,8 +99,9 @@ def summary(model: nn.Module, input_shape: tuple[int, ...]) -> str:
       A multi-line string: one row per stage with its output shape printed channels first
       (C x H x W, as in the book, though the arrays are NHWC), parameter count, forward
       multiply-adds (:func:`cnnjax.ops.conv_cost`; in x out for dense layers) and pooling
-      operations (:func:`cnnjax.ops.pool_cost`) per example, then the totals. The book's LeNet on 28x28x1 gives 6x28x28,
-      6x14x14, 16x10x10, 16x5x5, 400, 120, 84, 10 and 61,706 parameters.
+      operations (:func:`cnnjax.ops.pool_cost`) per example, then the totals. The book's
+      LeNet on 28x28x1 gives 6x28x28, 6x14x14, 16x10x10, 16x5x5, 400, 120, 84, 10 and 61,706
+      parameters.
 
     Raises:
       TypeError: ``model`` has no ``stages()``.
@@ -107,11 +109,14 @@ def summary(model: nn.Module, input_shape: tuple[int, ...]) -> str:
         network (raised by :mod:`cnnjax.ops` while tracing).
     """
     if not hasattr(model, "stages"):
-        raise TypeError(f"summary: model must define stages() (e.g. LeNet), got {type(model).__name__}")
+        raise TypeError(
+            f"summary: model must define stages() (e.g. LeNet), got {type(model).__name__}"
+        )
     shape = tuple(input_shape)
     if len(shape) not in (3, 4) or not all(isinstance(d, int) and d >= 1 for d in shape):
         raise ValueError(
-            f"summary: input_shape must be (H, W, C) or (N, H, W, C) positive ints, got {input_shape!r}"
+            "summary: input_shape must be (H, W, C) or (N, H, W, C) positive ints, "
+            f"got {input_shape!r}"
         )
     example = jax.ShapeDtypeStruct((1, *shape[-3:]), jnp.float32)
     params = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
@@ -144,7 +149,8 @@ def summary(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     title = (
         f"{type(model).__name__} on one {_chw(example.shape)} input. Shapes are printed channels"
         f" first (C x H x W) like the book; the arrays are NHWC.\n"
-        f"Per example, forward pass: MACs = multiply-adds, pool ops = adds (avg) or comparisons (max)."
+        "Per example, forward pass: MACs = multiply-adds, "
+        "pool ops = adds (avg) or comparisons (max)."
     )
     lines = [title, rule, fmt(header), rule, *map(fmt, rows[:-1]), rule, fmt(rows[-1])]
     return "\n".join(lines)
