@@ -85,7 +85,7 @@ def test_string_padding_matches_lax(stride, padding):
     y = ops.conv2d(x, w, stride=stride, padding=padding, dilation=(1, 2), impl="lax")
     expected = jax.lax.conv_general_dilated(x, w, (stride, stride), padding.upper(), rhs_dilation=(1, 2),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+    h.close(y, expected)
 
 
 def test_auto_equals_every_impl():
@@ -94,7 +94,7 @@ def test_auto_equals_every_impl():
     kw = dict(stride=1, padding=2)
     auto = ops.conv2d(x, w, b, **kw)
     for impl in ops.IMPLS:
-        np.testing.assert_allclose(auto, ops.conv2d(x, w, b, impl=impl, **kw), rtol=1e-5, atol=1e-5)
+        h.close(auto, ops.conv2d(x, w, b, impl=impl, **kw))
 
 
 def test_integer_input_is_promoted_to_float():
@@ -139,7 +139,7 @@ def test_vmap_over_images_equals_batched_call(impl):
     x, w, b = h.random(rng, (4, 8, 8, 3)), h.random(rng, (3, 3, 3, 5)), h.random(rng, (5,))
     kw = dict(stride=2, padding=1, impl=impl)
     one = lambda img: ops.conv2d(img[None], w, b, **kw)[0]
-    np.testing.assert_allclose(jax.vmap(one)(x), ops.conv2d(x, w, b, **kw), rtol=1e-5, atol=1e-5)
+    h.close(jax.vmap(one)(x), ops.conv2d(x, w, b, **kw))
 
 
 @pytest.mark.parametrize("impl", ops.IMPLS)
@@ -148,8 +148,7 @@ def test_vmap_over_weights_equals_one_call_per_weight(impl):
     x, ws = h.random(rng, (2, 8, 8, 3)), h.random(rng, (3, 3, 3, 3, 2))
     stacked = jax.vmap(lambda w: ops.conv2d(x, w, padding="SAME", impl=impl))(ws)
     for i in range(ws.shape[0]):
-        np.testing.assert_allclose(stacked[i], ops.conv2d(x, ws[i], padding="SAME", impl=impl),
-                                   rtol=1e-5, atol=1e-5)
+        h.close(stacked[i], ops.conv2d(x, ws[i], padding="SAME", impl=impl))
 
 
 @pytest.mark.parametrize("impl", ops.IMPLS)
@@ -157,4 +156,4 @@ def test_jit_equals_eager(impl):
     rng = np.random.default_rng(5)
     x, w = h.random(rng, (2, 9, 9, 2)), h.random(rng, (3, 3, 2, 4))
     f = functools.partial(ops.conv2d, stride=2, padding=(1, 0), dilation=2, impl=impl)
-    np.testing.assert_allclose(jax.jit(f)(x, w), f(x, w), rtol=1e-6, atol=1e-6)
+    h.close(jax.jit(f)(x, w), f(x, w))

@@ -119,7 +119,8 @@ def test_reshape_impl_drops_the_incomplete_last_window():
         y = pool(x, (2, 2), impl="reshape")
         chex.assert_shape(y, (2, 3, 2, 3))
         np.testing.assert_allclose(y, r(x, (2, 2)), rtol=1e-6)
-        np.testing.assert_array_equal(y, pool(x, (2, 2), impl="lax"))
+        # Max pooling selects, so its impls agree exactly; a mean may round differently.
+        np.testing.assert_allclose(y, pool(x, (2, 2), impl="lax"), rtol=1e-6, atol=1e-7)
 
 
 def test_integer_input_is_promoted_to_float():
