@@ -138,7 +138,8 @@ def use_toeplitz(
       above all) run at a few GFLOP/s per input channel when C is small, the Toeplitz GEMM near
       the matmul peak, so the blow-up it can afford shrinks roughly as 1 / C.
     * the Toeplitz weight ``kh * Wu * C * Wo * O`` has at most 2**20 entries (4 MiB in
-      float32), so building it and its gradient stays cheap next to the GEMM.
+      float32), so building it and its gradient stays cheap next to the GEMM (the largest
+      measured win, C = O = 32 on 14x14 with 5x5 kernels, had 0.7 M entries).
 
     Measured on the project's 2-core CPU, shared and noisy (jax 0.10.2, float32, stride 1,
     batch 64-256; forward + both gradients; speed-up = lax time / Toeplitz time, interleaved
@@ -165,8 +166,9 @@ def use_toeplitz(
         64  3      32 (1)   11.3    725     0.12       no
 
     The rule errs towards lax: a missed win costs a speed-up, a wrong pick costs a slow-down.
-    Unpadded 5x5 convs on small maps (the last "missed" rows) also win, because XLA:CPU runs
-    those lax convs slowly, but no simple shape rule separated them from the losing rows.
+    Unpadded convs on small maps (the "missed win" rows) can win with more channels, as
+    XLA:CPU runs those lax convs slowly, but no simple shape rule separated them from the
+    losing rows.
     """
     if backend != "cpu" or groups != 1:
         return False

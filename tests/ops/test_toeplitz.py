@@ -13,7 +13,8 @@ from jax import lax
 from cnnjax.ops.toeplitz import toeplitz_conv2d, use_toeplitz
 
 _DN = ("NHWC", "HWIO", "NHWC")
-_TOL = dict(rtol=1e-5, atol=1e-5)
+# Off CPU, float32 matmuls default to TF32 (10-bit mantissa) while the reference asks for HIGHEST.
+_TOL = dict(rtol=1e-5, atol=1e-5) if jax.default_backend() == "cpu" else dict(rtol=1e-2, atol=1e-2)
 
 
 def _lax_conv(x, w, *, stride, padding, dilation):
@@ -140,9 +141,10 @@ def _grad_programs(conv):
     return lowered.as_text(), lowered.compile().as_text()
 
 
-# Op names only, so source names in the programs' debug metadata cannot match.
+# Op names only, so source names in the programs' debug metadata cannot match. XLA:GPU compiles
+# convolutions to cuDNN custom calls.
 _STABLEHLO_CONV = re.compile(r"stablehlo\.convolution\b")
-_HLO_CONV = re.compile(r"= \S+ convolution\(")
+_HLO_CONV = re.compile(r"= \S+ convolution\(|__cudnn\$conv")
 
 
 def test_gradient_programs_are_convolution_free():
