@@ -11,6 +11,7 @@ arrays. ``cnnjax.ops.reference`` holds loop versions of every op, for tests and 
 Every op validates its arguments while tracing (so under ``jit`` too) and is jit-, grad- and
 vmap-safe.
 """
+
 from cnnjax.ops.conv import IMPLS, conv, conv1d, conv2d, conv3d
 from cnnjax.ops.correlation import (
     convolve2d,

@@ -4,6 +4,7 @@ Everything here is plain Python over static shapes and hyper-parameters, so it r
 traces a function: a bad argument raises before XLA sees anything, under ``jit`` too. Messages
 follow one pattern, ``"<op>: <argument> must be <expected>, got <received>"``.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -27,7 +28,9 @@ def as_real_array(op: str, name: str, value: Any) -> jax.Array:
         try:
             value = np.asarray(value)
         except (TypeError, ValueError) as e:
-            raise TypeError(f"{op}: {name} must be a numeric array, got {type(value).__name__}") from e
+            raise TypeError(
+                f"{op}: {name} must be a numeric array, got {type(value).__name__}"
+            ) from e
     dtype = value.dtype
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
         raise TypeError(f"{op}: {name} must have a real numeric dtype, got {dtype}")
@@ -49,7 +52,7 @@ def check_ndim(op: str, name: str, x: jax.Array, ndim: int, layout: str) -> None
 
 
 def channels_last_layout(rank: int) -> str:
-    """"(N, L, C)", "(N, H, W, C)", "(N, D, H, W, C)" for spatial rank 1, 2, 3 (for messages)."""
+    """Axis names for messages: (N, L, C), (N, H, W, C), (N, D, H, W, C) for rank 1, 2, 3."""
     spatial = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}.get(rank, ("*spatial",))
     return "(" + ", ".join(("N", *spatial, "C")) + ")"
 
@@ -161,7 +164,7 @@ def padding_pairs(
 
 
 def output_size(n: int, k_eff: int, s: int, pad: Pad) -> int:
-    """Outputs along one dim: floor((n + lo + hi - k_eff) / s) + 1 (may be <= 0 if k_eff is too big)."""
+    """Outputs along one dim: floor((n + lo + hi - k_eff) / s) + 1; <= 0 if k_eff is too big."""
     return (n + pad[0] + pad[1] - k_eff) // s + 1
 
 

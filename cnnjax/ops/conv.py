@@ -15,12 +15,12 @@ The ``impl`` argument picks how (every choice computes the same function):
   - "auto" (default): the Toeplitz form where :func:`cnnjax.ops.toeplitz.use_toeplitz` says it
     wins on the current backend, else "lax".
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
 from cnnjax.ops import _checks, toeplitz
@@ -51,11 +51,14 @@ def _conv(op: str, x, w, b, stride, padding, dilation, groups, impl, rank: int |
     if rank is not None:
         _checks.check_ndim(op, "x", x, rank + 2, _checks.channels_last_layout(rank))
     elif x.ndim < 3:
-        raise ValueError(f"{op}: x must be (N, *spatial, C) with >= 1 spatial dim, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{op}: x must be (N, *spatial, C) with >= 1 spatial dim, got shape {tuple(x.shape)}"
+        )
     r = x.ndim - 2
     if w.ndim != x.ndim:
         raise ValueError(
-            f"{op}: w must be {x.ndim}-D (*kernel, Ci/groups, Co) to match x, got shape {tuple(w.shape)}"
+            f"{op}: w must be {x.ndim}-D (*kernel, Ci/groups, Co) to match x,"
+            f" got shape {tuple(w.shape)}"
         )
     _checks.check_nonempty(op, "x", x)
     _checks.check_nonempty(op, "w", w)
@@ -64,7 +67,8 @@ def _conv(op: str, x, w, b, stride, padding, dilation, groups, impl, rank: int |
     ci, co, w_ci = x.shape[-1], w.shape[-1], w.shape[-2]
     if ci % groups or co % groups:
         raise ValueError(
-            f"{op}: groups={groups} must divide both input channels ({ci}) and output channels ({co})"
+            f"{op}: groups={groups} must divide both input channels ({ci})"
+            f" and output channels ({co})"
         )
     if w_ci * groups != ci:
         raise ValueError(
@@ -95,17 +99,31 @@ def _conv(op: str, x, w, b, stride, padding, dilation, groups, impl, rank: int |
     x, w = x.astype(dtype), w.astype(dtype)
 
     if impl == "auto":
-        use = r == 2 and groups == 1 and toeplitz.use_toeplitz(
-            tuple(x.shape), tuple(w.shape), stride=strides, padding=pads,
-            dilation=dilations, groups=groups, backend=jax.default_backend(),
+        use = (
+            r == 2
+            and groups == 1
+            and toeplitz.use_toeplitz(
+                tuple(x.shape),
+                tuple(w.shape),
+                stride=strides,
+                padding=pads,
+                dilation=dilations,
+                groups=groups,
+                backend=jax.default_backend(),
+            )
         )
         impl = "toeplitz" if use else "lax"
     if impl == "toeplitz":
         y = toeplitz.toeplitz_conv2d(x, w, stride=strides, padding=pads, dilation=dilations)
     else:
         y = lax.conv_general_dilated(
-            x, w, window_strides=strides, padding=pads, rhs_dilation=dilations,
-            dimension_numbers=_dimension_numbers(r), feature_group_count=groups,
+            x,
+            w,
+            window_strides=strides,
+            padding=pads,
+            rhs_dilation=dilations,
+            dimension_numbers=_dimension_numbers(r),
+            feature_group_count=groups,
         )
     if b is not None:
         y = y + b.astype(dtype)

@@ -10,6 +10,7 @@ loops; the tests hold these to those.
 product, either with a (sparse, Toeplitz-structured) matrix built from the kernel or with a
 matrix of input patches (im2col).
 """
+
 from __future__ import annotations
 
 import functools
@@ -74,7 +75,9 @@ def corr2d(X, K) -> jax.Array:
     """
     X, K = _inputs("corr2d", X, K, 2, "(H, W)", 2, "(kh, kw)")
     _check_fits("corr2d", X.shape, K.shape)
-    y = lax.conv_general_dilated(X[None, None], K[None, None], (1, 1), "VALID", dimension_numbers=_DN)
+    y = lax.conv_general_dilated(
+        X[None, None], K[None, None], (1, 1), "VALID", dimension_numbers=_DN
+    )
     return y[0, 0]
 
 
@@ -183,7 +186,9 @@ def corr2d_multi_in_out_1x1(X, K) -> jax.Array:
 def _toeplitz_index(h: int, w: int, kh: int, kw: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column of every kernel tap in the (Ho*Wo, H*W) matrix; shape (Ho, Wo, kh, kw)."""
     ho, wo = h - kh + 1, w - kw + 1
-    i, j, a, b = np.meshgrid(np.arange(ho), np.arange(wo), np.arange(kh), np.arange(kw), indexing="ij")
+    i, j, a, b = np.meshgrid(
+        np.arange(ho), np.arange(wo), np.arange(kh), np.arange(kw), indexing="ij"
+    )
     return i * wo + j, (i + a) * w + (j + b)
 
 

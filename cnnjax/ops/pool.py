@@ -14,6 +14,7 @@ The ``impl`` argument picks how (every choice computes the same function):
     in the backward pass too.
   - "auto" (default): "reshape" where it applies, else "lax".
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -43,7 +44,9 @@ POOL_IMPLS = ("lax", "reshape")
 Pads = tuple[tuple[int, int], ...]
 
 
-def _lax_pool(x: jax.Array, kind: str, window, strides, pads: Pads, count_include_pad: bool) -> jax.Array:
+def _lax_pool(
+    x: jax.Array, kind: str, window, strides, pads: Pads, count_include_pad: bool
+) -> jax.Array:
     """reduce_window over the spatial axes of (N, *spatial, C); hyper-parameters already valid."""
     dims, steps, full_pads = (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
     # The init values must be concrete (NumPy, not traced) so that JAX recognises max/add
@@ -73,13 +76,17 @@ def _reshape_pool(x: jax.Array, kind: str, window) -> jax.Array:
     return x.max(axis=window_axes) if kind == "max" else x.mean(axis=window_axes)
 
 
-def _pool(op: str, kind: str, x, window, stride, padding, count_include_pad, impl, rank) -> jax.Array:
+def _pool(
+    op: str, kind: str, x, window, stride, padding, count_include_pad, impl, rank
+) -> jax.Array:
     _checks.check_choice(op, "impl", impl, ("auto", *POOL_IMPLS))
     x = _checks.as_real_array(op, "x", x)
     if rank is not None:
         _checks.check_ndim(op, "x", x, rank + 2, _checks.channels_last_layout(rank))
     elif x.ndim < 3:
-        raise ValueError(f"{op}: x must be (N, *spatial, C) with >= 1 spatial dim, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{op}: x must be (N, *spatial, C) with >= 1 spatial dim, got shape {tuple(x.shape)}"
+        )
     _checks.check_nonempty(op, "x", x)
     if not isinstance(count_include_pad, bool):
         raise TypeError(f"{op}: count_include_pad must be a bool, got {count_include_pad!r}")

@@ -6,6 +6,7 @@ versions to these; ``scripts/bench_ops.py`` times the difference. Same arguments
 as the fast functions; arguments are assumed valid (hyper-parameters are only normalised, with
 the same rules as the fast ops). Results are float64 NumPy arrays.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -94,7 +95,8 @@ def pool2d(X, pool_size, mode: str = "max") -> np.ndarray:
 def _window(pos, strides, kernel, dilations) -> tuple[slice, ...]:
     """Slices of the padded input read by output position ``pos`` (batch and channels whole)."""
     taps = tuple(
-        slice(p * s, p * s + d * (k - 1) + 1, d) for p, s, k, d in zip(pos, strides, kernel, dilations)
+        slice(p * s, p * s + d * (k - 1) + 1, d)
+        for p, s, k, d in zip(pos, strides, kernel, dilations)
     )
     return (slice(None), *taps, slice(None))
 
@@ -118,7 +120,9 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1) -> n
             x_g = patch[..., g * ci_g : (g + 1) * ci_g]
             w_g = w[..., g * co_g : (g + 1) * co_g]
             # Sum over every kernel tap and input channel of the group: (N, Co/groups).
-            y[(slice(None), *pos, slice(g * co_g, (g + 1) * co_g))] = np.tensordot(x_g, w_g, axes=r + 1)
+            y[(slice(None), *pos, slice(g * co_g, (g + 1) * co_g))] = np.tensordot(
+                x_g, w_g, axes=r + 1
+            )
     if b is not None:
         y += _f64(b)
     return y
@@ -131,7 +135,9 @@ def _pool(x, window, stride, padding, mode: str, count_include_pad: bool) -> np.
     x = _f64(x)
     r = x.ndim - 2
     window = _checks.int_tuple("pool", "window", window, r, minimum=1)
-    strides = window if stride is None else _checks.int_tuple("pool", "stride", stride, r, minimum=1)
+    strides = (
+        window if stride is None else _checks.int_tuple("pool", "stride", stride, r, minimum=1)
+    )
     pads = _checks.padding_pairs("pool", padding, x.shape[1:-1], window, strides)
     full_pads = ((0, 0), *pads, (0, 0))
     xp = np.pad(x, full_pads, constant_values=-np.inf if mode == "max" else 0.0)

@@ -8,6 +8,7 @@ Output size per spatial dim, with effective kernel ``d*(k-1) + 1``::
 
     out = floor((n + p_lo + p_hi - d*(k-1) - 1) / s) + 1
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,9 @@ def _spatial(op: str, in_shape: Any) -> tuple[int, ...]:
     return _checks.int_tuple(op, "in_shape", in_shape, rank, minimum=1)
 
 
-def _output_shape(op, in_shape, kernel, stride, padding, dilation, what) -> tuple[tuple[int, ...], tuple]:
+def _output_shape(
+    op, in_shape, kernel, stride, padding, dilation, what
+) -> tuple[tuple[int, ...], tuple]:
     n = _spatial(op, in_shape)
     r = len(n)
     k = _checks.int_tuple(op, what, kernel, r, minimum=1)
@@ -64,11 +67,17 @@ def conv_output_shape(in_shape, kernel, stride=1, padding=0, dilation=1) -> tupl
       TypeError / ValueError: as :func:`cnnjax.ops.conv` for the same hyper-parameters, including
       a dilated kernel larger than the padded input.
     """
-    return _output_shape("conv_output_shape", in_shape, kernel, stride, padding, dilation, "kernel")[0]
+    return _output_shape(
+        "conv_output_shape", in_shape, kernel, stride, padding, dilation, "kernel"
+    )[0]
 
 
 def pool_output_shape(in_shape, window, stride=None, padding=0) -> tuple[int, ...]:
-    """Spatial output shape of :func:`cnnjax.ops.max_pool` / ``avg_pool``; ``stride=None`` is ``window``."""
+    """Spatial output shape of :func:`cnnjax.ops.max_pool` / ``avg_pool``.
+
+    Arguments as :func:`conv_output_shape`, with ``window`` for the kernel; ``stride=None``
+    means ``window``.
+    """
     stride = window if stride is None else stride
     return _output_shape("pool_output_shape", in_shape, window, stride, padding, 1, "window")[0]
 
@@ -96,11 +105,17 @@ def _layer_params(i: int, layer: Any) -> tuple[Any, Any, Any, Any]:
                 f"receptive_field: layers[{i}] must have key 'kernel' and optionally 'stride',"
                 f" 'dilation', 'padding', got keys {sorted(layer)}"
             )
-        return layer["kernel"], layer.get("stride", 1), layer.get("dilation", 1), layer.get("padding", 0)
+        return (
+            layer["kernel"],
+            layer.get("stride", 1),
+            layer.get("dilation", 1),
+            layer.get("padding", 0),
+        )
     if isinstance(layer, Sequence) and not isinstance(layer, str) and len(layer) in (2, 3):
         return layer[0], layer[1], layer[2] if len(layer) == 3 else 1, 0
     raise ValueError(
-        f"receptive_field: layers[{i}] must be (kernel, stride[, dilation]) or a dict, got {layer!r}"
+        f"receptive_field: layers[{i}] must be (kernel, stride[, dilation]) or a dict,"
+        f" got {layer!r}"
     )
 
 
@@ -136,11 +151,18 @@ def receptive_field(layers: Sequence[Any], ndim: int | None = None) -> Receptive
     params = [_layer_params(i, layer) for i, layer in enumerate(layers)]
     if ndim is None:
         lengths = {
-            len(v) for p in params for v in p[:3] if isinstance(v, Sequence) and not isinstance(v, str)
+            len(v)
+            for p in params
+            for v in p[:3]
+            if isinstance(v, Sequence) and not isinstance(v, str)
         }
-        lengths |= {len(p[3]) for p in params if isinstance(p[3], Sequence) and not isinstance(p[3], str)}
+        lengths |= {
+            len(p[3]) for p in params if isinstance(p[3], Sequence) and not isinstance(p[3], str)
+        }
         if len(lengths) > 1:
-            raise ValueError(f"{op}: per-dim entries disagree on the spatial rank: lengths {sorted(lengths)}")
+            raise ValueError(
+                f"{op}: per-dim entries disagree on the spatial rank: lengths {sorted(lengths)}"
+            )
         ndim = lengths.pop() if lengths else 2
     size, jump, start = [1] * ndim, [1] * ndim, [0] * ndim
     for kernel, stride, dilation, padding in params:

@@ -1,4 +1,5 @@
 """Oracles, tolerances and hypothesis strategies shared by the ops tests."""
+
 from __future__ import annotations
 
 import jax
@@ -10,10 +11,12 @@ from hypothesis import strategies as st
 
 # Every new shape costs XLA compilations (~0.1-0.2 s each on a busy 2-core CI machine), so the
 # example counts are small; derandomized so CI sees the same examples every run.
-FAST = settings(max_examples=12, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow])
-FEW = settings(max_examples=5, deadline=None, derandomize=True,
-               suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+FEW = settings(
+    max_examples=5, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 DTYPES = (jnp.float32, jnp.bfloat16)
@@ -33,7 +36,9 @@ def rel_tol(dtype) -> float:
 def close(a, b, dtype=jnp.float32) -> None:
     """Two fast computations of the same thing agree (different orders of float32 rounding)."""
     tol = max(rel_tol(dtype), 1e-6)
-    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=tol, atol=tol)
+    np.testing.assert_allclose(
+        np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=tol, atol=tol
+    )
 
 
 def fd_rtol() -> float:
@@ -51,7 +56,9 @@ def assert_close_to_reference(y, ref, ref_abs, dtype) -> None:
     assert y.shape == ref.shape, (y.shape, ref.shape)
     bound = rel_tol(dtype) * np.asarray(ref_abs) + 1e-6
     err = np.abs(y - ref)
-    assert np.all(err <= bound), f"max error {err.max():.3g}, max allowed {bound[err > bound].min():.3g}"
+    assert np.all(err <= bound), (
+        f"max error {err.max():.3g}, max allowed {bound[err > bound].min():.3g}"
+    )
 
 
 def dilate_kernel(k: np.ndarray, dilation) -> np.ndarray:
@@ -77,7 +84,9 @@ def scipy_conv2d(x, w, b, *, stride, pads, dilation, groups) -> np.ndarray:
         for o in range(co):
             g = o // co_g
             acc = sum(
-                scipy.signal.correlate2d(xp[:, :, g * ci_g + c], dilate_kernel(w[:, :, c, o], dilation), "valid")
+                scipy.signal.correlate2d(
+                    xp[:, :, g * ci_g + c], dilate_kernel(w[:, :, c, o], dilation), "valid"
+                )
                 for c in range(ci_g)
             )
             chans.append(acc[:: stride[0], :: stride[1]])
@@ -86,17 +95,23 @@ def scipy_conv2d(x, w, b, *, stride, pads, dilation, groups) -> np.ndarray:
     return y if b is None else y + np.asarray(b, np.float64)
 
 
-def window_view_pool(x, window, stride, pads, mode: str, count_include_pad: bool = True) -> np.ndarray:
-    """2-D pooling of (N, H, W, C) from numpy's sliding_window_view: an oracle independent of loops."""
+def window_view_pool(
+    x, window, stride, pads, mode: str, count_include_pad: bool = True
+) -> np.ndarray:
+    """2-D pooling of (N, H, W, C) via numpy's sliding_window_view: an oracle without loops."""
     x = np.asarray(x, np.float64)
     full = ((0, 0), *pads, (0, 0))
     fill = -np.inf if mode == "max" else 0.0
     xp = np.pad(x, full, constant_values=fill)
     real = np.pad(np.ones_like(x), full)
-    view = np.lib.stride_tricks.sliding_window_view(xp, window, axis=(1, 2))[:, :: stride[0], :: stride[1]]
+    view = np.lib.stride_tricks.sliding_window_view(xp, window, axis=(1, 2))[
+        :, :: stride[0], :: stride[1]
+    ]
     if mode == "max":
         return view.max(axis=(-2, -1))
-    counts = np.lib.stride_tricks.sliding_window_view(real, window, axis=(1, 2))[:, :: stride[0], :: stride[1]]
+    counts = np.lib.stride_tricks.sliding_window_view(real, window, axis=(1, 2))[
+        :, :: stride[0], :: stride[1]
+    ]
     denom = np.prod(window) if count_include_pad else counts.sum(axis=(-2, -1))
     return view.sum(axis=(-2, -1)) / denom
 
@@ -104,13 +119,15 @@ def window_view_pool(x, window, stride, pads, mode: str, count_include_pad: bool
 def assert_grad_matches_fd(fast, ref, args, *, seed: int = 0, eps: float = 1e-4) -> None:
     """JAX's gradient of the fast op equals a float64 central difference of the reference.
 
-    For a random cotangent g and each argument a random direction v:
-    <grad_a sum(fast(args) * g), v> == (L(a + eps v) - L(a - eps v)) / (2 eps), L = sum(ref(args) * g).
+    For a random cotangent g, L = sum(ref(args) * g), and each argument a random direction v:
+    <grad_a sum(fast(args) * g), v> == (L(a + eps v) - L(a - eps v)) / (2 eps).
     """
     rng = np.random.default_rng(seed)
     y = np.asarray(jax.jit(fast)(*args))
     g = rng.standard_normal(y.shape)
-    grads = jax.jit(jax.grad(lambda *a: jnp.sum(fast(*a) * g), argnums=tuple(range(len(args)))))(*args)
+    grads = jax.jit(jax.grad(lambda *a: jnp.sum(fast(*a) * g), argnums=tuple(range(len(args)))))(
+        *args
+    )
     for i, (a, grad) in enumerate(zip(args, grads)):
         v = rng.standard_normal(np.shape(a))
         a64 = np.asarray(a, np.float64)
@@ -160,11 +177,19 @@ def conv_cases(draw, rank: int = 2, max_groups: int = 3):
         pads = tuple(jax.lax.padtype_to_pads(spatial, k_eff, stride, "SAME"))
     else:
         spatial = tuple(
-            draw(st.integers(max(1, k - lo - hi), max(1, k - lo - hi) + 5)) for k, (lo, hi) in zip(k_eff, pads)
+            draw(st.integers(max(1, k - lo - hi), max(1, k - lo - hi) + 5))
+            for k, (lo, hi) in zip(k_eff, pads)
         )
     n = draw(st.integers(1, 2))
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    return (n, *spatial, ci), (*kernel, ci // groups, co), kwargs, pads, draw(st.booleans()), draw(st.integers(0, 2**16))
+    return (
+        (n, *spatial, ci),
+        (*kernel, ci // groups, co),
+        kwargs,
+        pads,
+        draw(st.booleans()),
+        draw(st.integers(0, 2**16)),
+    )
 
 
 @st.composite
@@ -180,6 +205,8 @@ def pool_cases(draw, rank: int = 2, reshape_only: bool = False):
         padding = draw(st.sampled_from([pads, tuple(lo for lo, _ in pads)]))
         if not isinstance(padding[0], tuple):
             pads = tuple((lo, lo) for lo, _ in pads)
-    spatial = tuple(draw(st.integers(max(1, k - lo - hi), k + 5)) for k, (lo, hi) in zip(window, pads))
+    spatial = tuple(
+        draw(st.integers(max(1, k - lo - hi), k + 5)) for k, (lo, hi) in zip(window, pads)
+    )
     n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
     return (n, *spatial, c), window, stride, padding, pads, draw(st.integers(0, 2**16))

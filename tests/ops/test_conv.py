@@ -1,4 +1,5 @@
 """conv / conv1d / conv2d / conv3d: every impl == loop reference == scipy, grads, vmap, jit."""
+
 import functools
 
 import chex
@@ -16,8 +17,12 @@ from tests.ops import helpers as h
 
 def _abs_reference(x, w, b, **kw):
     """The reference applied to |x|, |w|, |b|: bounds the rounding error of each output."""
-    return ref.conv(np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(w, np.float64)),
-                    None if b is None else np.abs(np.asarray(b, np.float64)), **kw)
+    return ref.conv(
+        np.abs(np.asarray(x, np.float64)),
+        np.abs(np.asarray(w, np.float64)),
+        None if b is None else np.abs(np.asarray(b, np.float64)),
+        **kw,
+    )
 
 
 def _check_case(case, impl, dtype):
@@ -44,7 +49,9 @@ def test_conv2d_equals_reference_and_scipy(impl, data):
     case = data.draw(h.conv_cases(rank=2, max_groups=_max_groups(impl)))
     kw = case[2]
     x, w, b, pads, expected = _check_case(case, impl, jnp.float32)
-    oracle = h.scipy_conv2d(x, w, b, stride=kw["stride"], pads=pads, dilation=kw["dilation"], groups=kw["groups"])
+    oracle = h.scipy_conv2d(
+        x, w, b, stride=kw["stride"], pads=pads, dilation=kw["dilation"], groups=kw["groups"]
+    )
     np.testing.assert_allclose(expected, oracle, rtol=1e-10, atol=1e-10)
 
 
@@ -62,8 +69,12 @@ def test_conv1d_equals_reference(case):
     rng = np.random.default_rng(seed)
     x, w = h.random(rng, x_shape), h.random(rng, w_shape)
     b = h.random(rng, w_shape[-1:]) if with_bias else None
-    h.assert_close_to_reference(ops.conv1d(x, w, b, **kw), ref.conv1d(x, w, b, **kw),
-                                _abs_reference(x, w, b, **kw), jnp.float32)
+    h.assert_close_to_reference(
+        ops.conv1d(x, w, b, **kw),
+        ref.conv1d(x, w, b, **kw),
+        _abs_reference(x, w, b, **kw),
+        jnp.float32,
+    )
 
 
 @h.FEW
@@ -73,8 +84,12 @@ def test_conv3d_equals_reference(case):
     rng = np.random.default_rng(seed)
     x, w = h.random(rng, x_shape), h.random(rng, w_shape)
     b = h.random(rng, w_shape[-1:]) if with_bias else None
-    h.assert_close_to_reference(ops.conv3d(x, w, b, **kw), ref.conv3d(x, w, b, **kw),
-                                _abs_reference(x, w, b, **kw), jnp.float32)
+    h.assert_close_to_reference(
+        ops.conv3d(x, w, b, **kw),
+        ref.conv3d(x, w, b, **kw),
+        _abs_reference(x, w, b, **kw),
+        jnp.float32,
+    )
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
@@ -83,8 +98,14 @@ def test_string_padding_matches_lax(stride, padding):
     rng = np.random.default_rng(stride)
     x, w = h.random(rng, (2, 7, 10, 3)), h.random(rng, (3, 4, 3, 5))
     y = ops.conv2d(x, w, stride=stride, padding=padding, dilation=(1, 2), impl="lax")
-    expected = jax.lax.conv_general_dilated(x, w, (stride, stride), padding.upper(), rhs_dilation=(1, 2),
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    expected = jax.lax.conv_general_dilated(
+        x,
+        w,
+        (stride, stride),
+        padding.upper(),
+        rhs_dilation=(1, 2),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     h.close(y, expected)
 
 
@@ -94,7 +115,9 @@ def test_auto_and_every_impl_equal_reference():
     kw = dict(stride=1, padding=2)
     expected, bound = ref.conv2d(x, w, b, **kw), _abs_reference(x, w, b, **kw)
     for impl in ("auto", *ops.IMPLS):
-        h.assert_close_to_reference(ops.conv2d(x, w, b, impl=impl, **kw), expected, bound, jnp.float32)
+        h.assert_close_to_reference(
+            ops.conv2d(x, w, b, impl=impl, **kw), expected, bound, jnp.float32
+        )
 
 
 def test_integer_input_is_promoted_to_float():
@@ -113,15 +136,27 @@ GRAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl, kw", [
-    pytest.param(impl, kw, id=f"{impl}-{i}")
-    for impl in ops.IMPLS for i, kw in enumerate(GRAD_CASES) if kw["groups"] <= _max_groups(impl)
-])
+@pytest.mark.parametrize(
+    "impl, kw",
+    [
+        pytest.param(impl, kw, id=f"{impl}-{i}")
+        for impl in ops.IMPLS
+        for i, kw in enumerate(GRAD_CASES)
+        if kw["groups"] <= _max_groups(impl)
+    ],
+)
 def test_conv2d_grad_matches_finite_differences(impl, kw):
     rng = np.random.default_rng(1)
-    x, w, b = h.random(rng, (2, 6, 7, 4)), h.random(rng, (3, 2, 4 // kw["groups"], 4)), h.random(rng, (4,))
-    h.assert_grad_matches_fd(functools.partial(ops.conv2d, impl=impl, **kw),
-                             functools.partial(ref.conv2d, **kw), (x, w, b))
+    x, w, b = (
+        h.random(rng, (2, 6, 7, 4)),
+        h.random(rng, (3, 2, 4 // kw["groups"], 4)),
+        h.random(rng, (4,)),
+    )
+    h.assert_grad_matches_fd(
+        functools.partial(ops.conv2d, impl=impl, **kw),
+        functools.partial(ref.conv2d, **kw),
+        (x, w, b),
+    )
 
 
 @pytest.mark.parametrize("conv, shape", [(ops.conv1d, (2, 9, 3)), (ops.conv3d, (1, 5, 4, 6, 3))])
@@ -130,7 +165,9 @@ def test_conv1d_conv3d_grad_matches_finite_differences(conv, shape):
     rank = len(shape) - 2
     x, w = h.random(rng, shape), h.random(rng, (2,) * rank + (3, 2))
     kw = dict(stride=2, padding=1, dilation=1)
-    h.assert_grad_matches_fd(functools.partial(conv, **kw), functools.partial(ref.conv, **kw), (x, w))
+    h.assert_grad_matches_fd(
+        functools.partial(conv, **kw), functools.partial(ref.conv, **kw), (x, w)
+    )
 
 
 @pytest.mark.parametrize("impl", ops.IMPLS)
@@ -138,7 +175,10 @@ def test_vmap_over_images_equals_batched_call(impl):
     rng = np.random.default_rng(3)
     x, w, b = h.random(rng, (4, 8, 8, 3)), h.random(rng, (3, 3, 3, 5)), h.random(rng, (5,))
     kw = dict(stride=2, padding=1, impl=impl)
-    one = lambda img: ops.conv2d(img[None], w, b, **kw)[0]
+
+    def one(img):
+        return ops.conv2d(img[None], w, b, **kw)[0]
+
     h.close(jax.vmap(one)(x), ops.conv2d(x, w, b, **kw))
 
 

@@ -1,4 +1,5 @@
-"""The book's correlation functions: worked examples, == reference == scipy, matmul forms, grads, vmap."""
+"""The book's correlation functions: worked examples, == reference == scipy, grads, vmap."""
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -32,8 +33,12 @@ def test_book_edge_detection():
 
 
 def _book_multi_channel():
-    X = jnp.array([[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]],
-                   [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]])
+    X = jnp.array(
+        [
+            [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]],
+            [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]],
+        ]
+    )
     K = jnp.array([[[0.0, 1.0], [2.0, 3.0]], [[1.0, 2.0], [3.0, 4.0]]])
     return X, K
 
@@ -88,15 +93,25 @@ def _check_single_channel(dtype, case):
     y = _corr2d(X, K)
     chex.assert_type(y, dtype)
     h.assert_close_to_reference(y, ref.corr2d(X, K), ref.corr2d(aX, aK), dtype)
-    np.testing.assert_allclose(ref.corr2d(X, K), scipy.signal.correlate2d(X64, K64, "valid"), atol=1e-10)
+    np.testing.assert_allclose(
+        ref.corr2d(X, K), scipy.signal.correlate2d(X64, K64, "valid"), atol=1e-10
+    )
 
     for mode in ("valid", "full"):
         y = _convolve2d(X, K, mode=mode)
-        h.assert_close_to_reference(y, ref.convolve2d(X, K, mode), ref.convolve2d(aX, aK, mode), dtype)
-        np.testing.assert_allclose(ref.convolve2d(X, K, mode), scipy.signal.convolve2d(X64, K64, mode), atol=1e-10)
+        h.assert_close_to_reference(
+            y, ref.convolve2d(X, K, mode), ref.convolve2d(aX, aK, mode), dtype
+        )
+        np.testing.assert_allclose(
+            ref.convolve2d(X, K, mode), scipy.signal.convolve2d(X64, K64, mode), atol=1e-10
+        )
     # "full" convolution is commutative; here K may be the larger one.
-    h.assert_close_to_reference(_convolve2d(K, X, mode="full"), ref.convolve2d(X, K, "full"),
-                                ref.convolve2d(aX, aK, "full"), dtype)
+    h.assert_close_to_reference(
+        _convolve2d(K, X, mode="full"),
+        ref.convolve2d(X, K, "full"),
+        ref.convolve2d(aX, aK, "full"),
+        dtype,
+    )
 
 
 @h.FAST
@@ -117,8 +132,11 @@ def _check_multi_channel(dtype, case, co):
     X, K = h.random(rng, (ci, H, W), dtype), h.random(rng, (co, ci, kh, kw), dtype)
     aX, aK = np.abs(np.asarray(X, np.float64)), np.abs(np.asarray(K, np.float64))
     K1, aK1 = K[:, :, :1, :1], aK[:, :, :1, :1]
-    for name, k, ak in [("corr2d_multi_in", K[0], aK[0]), ("corr2d_multi_in_out", K, aK),
-                        ("corr2d_multi_in_out_1x1", K1, aK1)]:
+    for name, k, ak in [
+        ("corr2d_multi_in", K[0], aK[0]),
+        ("corr2d_multi_in_out", K, aK),
+        ("corr2d_multi_in_out_1x1", K1, aK1),
+    ]:
         y = jax.jit(getattr(ops, name))(X, k)
         chex.assert_type(y, dtype)
         r = getattr(ref, name)
@@ -176,17 +194,21 @@ BOOK_OPS = [
 @pytest.mark.parametrize("name, x_shape, k_shape", BOOK_OPS)
 def test_grad_matches_finite_differences(name, x_shape, k_shape):
     rng = np.random.default_rng(7)
-    h.assert_grad_matches_fd(getattr(ops, name), getattr(ref, name),
-                             (h.random(rng, x_shape), h.random(rng, k_shape)))
+    h.assert_grad_matches_fd(
+        getattr(ops, name), getattr(ref, name), (h.random(rng, x_shape), h.random(rng, k_shape))
+    )
 
 
 def test_convolve2d_full_and_matmul_grads_match_finite_differences():
     rng = np.random.default_rng(8)
     X, K = h.random(rng, (4, 5)), h.random(rng, (2, 3))
-    h.assert_grad_matches_fd(lambda x, k: ops.convolve2d(x, k, "full"),
-                             lambda x, k: ref.convolve2d(x, k, "full"), (X, K))
+    h.assert_grad_matches_fd(
+        lambda x, k: ops.convolve2d(x, k, "full"), lambda x, k: ref.convolve2d(x, k, "full"), (X, K)
+    )
     for method in ("toeplitz", "im2col"):
-        h.assert_grad_matches_fd(lambda x, k: ops.corr2d_as_matmul(x, k, method=method), ref.corr2d, (X, K))
+        h.assert_grad_matches_fd(
+            lambda x, k: ops.corr2d_as_matmul(x, k, method=method), ref.corr2d, (X, K)
+        )
 
 
 @pytest.mark.parametrize("name, x_shape, k_shape", BOOK_OPS)

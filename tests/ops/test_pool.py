@@ -1,4 +1,5 @@
 """Pooling: book examples, every impl == loop reference == sliding-window oracle, grads, vmap."""
+
 import functools
 
 import chex
@@ -31,10 +32,13 @@ def test_book_padding_and_stride_examples(impl):
     X = _book_grid()
     # A 3x3 window, stride 3 by default: one window over the top-left 3x3 block.
     np.testing.assert_array_equal(ops.max_pool2d(X, 3, impl=impl)[0, :, :, 0], [[10.0]])
-    np.testing.assert_array_equal(ops.max_pool2d(X, 3, padding=1, stride=2)[0, :, :, 0],
-                                  [[5.0, 7.0], [13.0, 15.0]])
-    np.testing.assert_array_equal(ops.max_pool2d(X, (2, 3), stride=(2, 3), padding=(0, 1))[0, :, :, 0],
-                                  [[5.0, 7.0], [13.0, 15.0]])
+    np.testing.assert_array_equal(
+        ops.max_pool2d(X, 3, padding=1, stride=2)[0, :, :, 0], [[5.0, 7.0], [13.0, 15.0]]
+    )
+    np.testing.assert_array_equal(
+        ops.max_pool2d(X, (2, 3), stride=(2, 3), padding=(0, 1))[0, :, :, 0],
+        [[5.0, 7.0], [13.0, 15.0]],
+    )
 
 
 def test_book_multi_channel_example():
@@ -54,22 +58,33 @@ def _check_pools(case, impl, dtype):
     x = h.random(np.random.default_rng(seed), x_shape, dtype)
     ax = np.abs(np.asarray(x, np.float64))
     s = window if stride is None else stride
-    y = jax.jit(functools.partial(ops.max_pool, window=window, stride=stride, padding=padding, impl=impl))(x)
+    y = jax.jit(
+        functools.partial(ops.max_pool, window=window, stride=stride, padding=padding, impl=impl)
+    )(x)
     chex.assert_type(y, dtype)
     expected = ref.max_pool(x, window, stride, padding)
     # Max pooling only selects: exact in every dtype.
     np.testing.assert_array_equal(np.asarray(y, np.float64), expected)
     for include in (True, False):
-        f = functools.partial(ops.avg_pool, window=window, stride=stride, padding=padding,
-                              count_include_pad=include, impl=impl)
+        f = functools.partial(
+            ops.avg_pool,
+            window=window,
+            stride=stride,
+            padding=padding,
+            count_include_pad=include,
+            impl=impl,
+        )
         expected = ref.avg_pool(x, window, stride, padding, include)
-        h.assert_close_to_reference(jax.jit(f)(x), expected, ref.avg_pool(ax, window, stride, padding, include), dtype)
+        h.assert_close_to_reference(
+            jax.jit(f)(x), expected, ref.avg_pool(ax, window, stride, padding, include), dtype
+        )
         if len(window) == 2:
             oracle = h.window_view_pool(x, window, s, pads, "avg", include)
             np.testing.assert_allclose(expected, oracle, rtol=1e-12, atol=1e-12)
     if len(window) == 2:
-        np.testing.assert_array_equal(ref.max_pool(x, window, stride, padding),
-                                      h.window_view_pool(x, window, s, pads, "max"))
+        np.testing.assert_array_equal(
+            ref.max_pool(x, window, stride, padding), h.window_view_pool(x, window, s, pads, "max")
+        )
 
 
 @h.FAST
@@ -100,17 +115,25 @@ def test_pool1d_pool3d_equal_reference(rank, data):
 
 
 @h.FEW
-@given(H=st.integers(2, 7), W=st.integers(2, 7), ph=st.integers(1, 2), pw=st.integers(1, 2),
-       seed=st.integers(0, 2**16))
+@given(
+    H=st.integers(2, 7),
+    W=st.integers(2, 7),
+    ph=st.integers(1, 2),
+    pw=st.integers(1, 2),
+    seed=st.integers(0, 2**16),
+)
 def test_book_pool2d_equals_reference(H, W, ph, pw, seed):
     X = h.random(np.random.default_rng(seed), (H, W))
     pool2d = jax.jit(ops.pool2d, static_argnames=("pool_size", "mode"))
     for mode in ("max", "avg"):
-        np.testing.assert_allclose(pool2d(X, (ph, pw), mode), ref.pool2d(X, (ph, pw), mode), rtol=1e-6)
+        np.testing.assert_allclose(
+            pool2d(X, (ph, pw), mode), ref.pool2d(X, (ph, pw), mode), rtol=1e-6
+        )
     # pool2d is the batched op with stride 1 on a single-channel image.
     max_pool2d = jax.jit(ops.max_pool2d, static_argnames=("window", "stride"))
-    np.testing.assert_array_equal(pool2d(X, (ph, pw)),
-                                  max_pool2d(X[None, :, :, None], (ph, pw), stride=1)[0, :, :, 0])
+    np.testing.assert_array_equal(
+        pool2d(X, (ph, pw)), max_pool2d(X[None, :, :, None], (ph, pw), stride=1)[0, :, :, 0]
+    )
 
 
 def test_reshape_impl_drops_the_incomplete_last_window():
@@ -136,7 +159,12 @@ GRAD_CASES = [
     ("max_pool2d", dict(window=2, impl="reshape")),
     ("max_pool2d", dict(window=3, stride=2, padding=1, impl="lax")),
     ("avg_pool2d", dict(window=2, impl="reshape")),
-    ("avg_pool2d", dict(window=3, stride=(1, 2), padding=((1, 0), (0, 1)), count_include_pad=False, impl="lax")),
+    (
+        "avg_pool2d",
+        dict(
+            window=3, stride=(1, 2), padding=((1, 0), (0, 1)), count_include_pad=False, impl="lax"
+        ),
+    ),
     ("avg_pool2d", dict(window=(2, 3), stride=1, padding=1, impl="lax")),
 ]
 
@@ -145,14 +173,19 @@ GRAD_CASES = [
 def test_grad_matches_finite_differences(name, kw):
     x = h.random(np.random.default_rng(1), (2, 6, 6, 2))
     ref_kw = {k: v for k, v in kw.items() if k != "impl"}
-    h.assert_grad_matches_fd(functools.partial(getattr(ops, name), **kw),
-                             functools.partial(getattr(ref, name), **ref_kw), (x,))
+    h.assert_grad_matches_fd(
+        functools.partial(getattr(ops, name), **kw),
+        functools.partial(getattr(ref, name), **ref_kw),
+        (x,),
+    )
 
 
 def test_book_pool2d_grad_matches_finite_differences():
     X = h.random(np.random.default_rng(2), (5, 6))
     for mode in ("max", "avg"):
-        h.assert_grad_matches_fd(lambda x: ops.pool2d(x, (2, 3), mode), lambda x: ref.pool2d(x, (2, 3), mode), (X,))
+        h.assert_grad_matches_fd(
+            lambda x: ops.pool2d(x, (2, 3), mode), lambda x: ref.pool2d(x, (2, 3), mode), (X,)
+        )
 
 
 @pytest.mark.parametrize("name, kw", GRAD_CASES)
