@@ -86,6 +86,11 @@ def positive_int(op: str, name: str, value: Any) -> int:
     return int(value)
 
 
+def _plain(value: Any) -> Any:
+    # A NumPy array of hyper-parameters, e.g. np.array([2, 2]), means its nested Python list.
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
 def int_tuple(op: str, name: str, value: Any, rank: int, *, minimum: int) -> tuple[int, ...]:
     """An int or a length-``rank`` sequence of ints, as a tuple; each must be >= ``minimum``.
 
@@ -93,6 +98,7 @@ def int_tuple(op: str, name: str, value: Any, rank: int, *, minimum: int) -> tup
       TypeError: an entry is not an int.
       ValueError: wrong length, or an entry below ``minimum``.
     """
+    value = _plain(value)
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != rank:
             raise ValueError(
@@ -134,6 +140,7 @@ def padding_pairs(
       ValueError: unknown string, wrong length, or a negative amount.
     """
     rank = len(in_spatial)
+    padding = _plain(padding)
     if isinstance(padding, str):
         mode = padding.upper()
         if mode == "VALID":

@@ -525,7 +525,10 @@ def test_valid_edge_cases_are_accepted():
     assert ops.max_pool2d(X4, 2, padding=1).shape == (2, 4, 4, 4)
     assert ops.avg_pool2d(X4, 6).shape == (2, 1, 1, 4)
     assert ops.conv2d(X4, jnp.ones((8, 8, 4, 1)), padding=1, impl="lax").shape == (2, 1, 1, 1)
-    # NumPy integer hyper-parameters are ints too.
+    # NumPy integers and integer arrays are accepted as hyper-parameters.
+    assert ops.conv2d(
+        X4, W4, stride=np.array([2, 1]), padding=np.array([[1, 0], [0, 0]]), impl="lax"
+    ).shape == (2, 3, 4, 8)
     assert ops.conv2d(X4, W4, stride=np.int64(2), groups=np.int32(1), impl="lax").shape == (
         2,
         2,
