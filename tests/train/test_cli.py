@@ -7,12 +7,10 @@ import subprocess
 import sys
 import time
 
-import jax
-import numpy as np
 import pytest
 
 from cnnjax.train import restore_model
-from tests.train.tiny import subprocess_env, tiny_cli_args
+from tests.train.tiny import assert_identical, subprocess_env, tiny_cli_args
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Long enough epochs (64 steps) that a kill lands mid-run, still a few seconds in all.
@@ -73,7 +71,5 @@ def test_sigkilled_run_resumes_to_identical_params_and_metrics(uninterrupted, tm
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming after epoch {max(done)}" in resumed.stdout
-    assert _metrics(workdir) == _metrics(reference)
-    _, params = restore_model(workdir)
-    _, expected = restore_model(reference)
-    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, params, expected)))
+    assert_identical(_metrics(workdir), _metrics(reference))
+    assert_identical(restore_model(workdir)[1], restore_model(reference)[1])

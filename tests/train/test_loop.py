@@ -8,7 +8,7 @@ import pytest
 
 from cnnjax.train import ConfigError, TrainingDiverged, restore_model, train_and_evaluate
 from cnnjax.train.checkpoint import latest_epoch, open_manager
-from tests.train.tiny import tiny_config
+from tests.train.tiny import assert_identical, tiny_config
 
 METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "grad_norm", "update_norm",
            "param_norm", "diverged")
@@ -20,10 +20,6 @@ def _records(workdir):
     for r in records:
         r.pop("epoch_time_s")
     return records
-
-
-def _same_params(a, b):
-    return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +57,8 @@ def test_run_writes_every_output(reference, capsys):
 def test_same_config_gives_identical_results(reference, tmp_path):
     workdir, _ = reference
     train_and_evaluate(tiny_config(), tmp_path)
-    assert _records(tmp_path) == _records(workdir)
-    assert _same_params(restore_model(tmp_path)[1], restore_model(workdir)[1])
+    assert_identical(_records(tmp_path), _records(workdir))
+    assert_identical(restore_model(tmp_path)[1], restore_model(workdir)[1])
 
 
 def test_resumed_run_equals_the_uninterrupted_one(reference, tmp_path, capsys):
@@ -70,11 +66,10 @@ def test_resumed_run_equals_the_uninterrupted_one(reference, tmp_path, capsys):
     train_and_evaluate(tiny_config(num_epochs=1), tmp_path)
     resumed = train_and_evaluate(tiny_config(num_epochs=2), tmp_path)
     assert "resuming after epoch 1" in capsys.readouterr().out
-    assert _records(tmp_path) == _records(workdir)
-    for name in METRICS:
-        np.testing.assert_array_equal(resumed[name], result[name])
+    assert_identical(_records(tmp_path), _records(workdir))
+    assert_identical({k: resumed[k] for k in METRICS}, {k: result[k] for k in METRICS})
     model, params = restore_model(tmp_path)
-    assert _same_params(params, restore_model(workdir)[1])
+    assert_identical(params, restore_model(workdir)[1])
     assert model.activation == "sigmoid"
     # A finished run trains nothing more, and a different config cannot reuse the workdir.
     again = train_and_evaluate(tiny_config(num_epochs=2), tmp_path)

@@ -1,7 +1,9 @@
 """A tiny, fast training config shared by the training tests."""
 import os
 
+import jax
 import ml_collections
+import numpy as np
 
 from cnnjax.train import default_config
 
@@ -52,4 +54,19 @@ def subprocess_env() -> dict[str, str]:
     """The environment for a training subprocess: this one's, compiling as the tests do."""
     env = dict(os.environ)
     env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    env["JAX_DEFAULT_MATMUL_PRECISION"] = "highest"
     return env
+
+
+def assert_identical(actual, expected) -> None:
+    """Bit-identical on CPU (what the trainer promises there); on a GPU/TPU, whose reductions
+    need not be deterministic, equal to float tolerance. Works on pytrees and metric records."""
+    def check(a, b):
+        if isinstance(a, (bool, str)) or a is None:
+            assert a == b
+        elif jax.default_backend() == "cpu":
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+    jax.tree.map(check, actual, expected, is_leaf=lambda x: x is None)
