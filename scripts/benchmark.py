@@ -7,7 +7,8 @@ in memory on the device; every variant trains the same number of steps per repea
 
   * cnnjax, single model: the compiled epoch (``make_train_epoch``: one ``lax.scan``) and the
     per-step Python loop (``make_train_step``), with the default conv implementation ("auto") and
-    with plain ``lax`` convs, to show what the implementation switch buys;
+    with the one "auto" does not pick on this backend (``--compare-impl``), to show what the
+    implementation switch buys (also for the largest population);
   * cnnjax, populations of K members trained on the same batches (``population.strategy`` "auto",
     and the other strategy for comparison), in example*models/s: K models trained one after another
     by the single-model step would reach the single-model examples/s, so pop/single is the ratio;
@@ -165,7 +166,9 @@ def main(argv=None) -> int:
     p.add_argument("--populations", default="8,32" if on_cpu else "8,64")
     p.add_argument("--forward-batch", type=int, default=1024)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch yardstick")
-    p.add_argument("--no-lax", action="store_true", help="skip the lax-conv comparison variants")
+    p.add_argument("--compare-impl", default="lax" if on_cpu else "toeplitz",
+                   help="conv implementation to compare 'auto' against, for the single model and the "
+                        "largest population ('' to skip); default: the one 'auto' does not pick here")
     p.add_argument("--out", default="", help="write the results as JSON here")
     args = p.parse_args(argv)
 
@@ -190,9 +193,10 @@ def main(argv=None) -> int:
                                 _torch_lenet.make_train(images, labels, bs, steps, dev), steps * bs))
     variants.append(cnnjax_train_variant("cnnjax epoch scan", images_u8, labels, steps, bs))
     variants.append(cnnjax_train_variant("cnnjax step loop", images_u8, labels, steps, bs, loop="step"))
-    if not args.no_lax:
-        variants.append(cnnjax_train_variant("cnnjax epoch scan, lax convs", images_u8, labels,
-                                             steps, bs, conv_impl="lax"))
+    if args.compare_impl:
+        variants.append(cnnjax_train_variant(f"cnnjax epoch scan, {args.compare_impl} convs",
+                                             images_u8, labels, steps, bs,
+                                             conv_impl=args.compare_impl))
     default_strategy = train.resolve_strategy("auto")
     other = "vmap" if default_strategy == "map" else "map"
     for k in populations:
@@ -205,6 +209,10 @@ def main(argv=None) -> int:
             variants.append(cnnjax_train_variant(
                 f"cnnjax population {k} ({other})", images_u8, labels, pop_steps, bs,
                 population=k, strategy=other))
+        if args.compare_impl and k == populations[-1]:
+            variants.append(cnnjax_train_variant(
+                f"cnnjax population {k} ({default_strategy}), {args.compare_impl}", images_u8,
+                labels, pop_steps, bs, population=k, conv_impl=args.compare_impl))
     fwd_steps = max(2, steps * bs // args.forward_batch)
     if torch_ok:
         variants.append(Variant(

@@ -176,9 +176,9 @@ def _auto(x_shape, w_shape, padding, *, groups=1, backend="cpu", stride=(1, 1)):
 
 
 @pytest.mark.parametrize("x_shape,w_shape,padding", _LENET, ids=["conv1", "conv2"])
-def test_auto_picks_toeplitz_for_lenet_on_cpu_only(x_shape, w_shape, padding):
+def test_auto_picks_toeplitz_for_lenet_on_cpu_and_gpu_not_tpu(x_shape, w_shape, padding):
     assert _auto(x_shape, w_shape, padding)
-    assert not _auto(x_shape, w_shape, padding, backend="gpu")
+    assert _auto(x_shape, w_shape, padding, backend="gpu")
     assert not _auto(x_shape, w_shape, padding, backend="tpu")
 
 
