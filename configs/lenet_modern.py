@@ -6,7 +6,9 @@ zero, inputs standardised. Target: test accuracy >= 0.90 in 10 epochs.
 
     python scripts/train.py --config configs/lenet_modern.py --workdir runs/lenet_modern
 
-Measured: see the README's results table.
+Measured (2026-11-27, real Fashion-MNIST, seed 0, jax 0.10.2, the project's shared 2-core CPU,
+busy with other jobs): train loss 0.169, train acc 0.938, test acc 0.904 after 10 epochs
+(0.842 after the first); 144 s of training (4,175 examples/s).
 """
 import ml_collections
 
