@@ -7,6 +7,9 @@ functions of one member's state (no member axis) and a batch, which
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -24,12 +27,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def _loss(params, apply_fn, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _loss(
+    params: Any, apply_fn: Callable[..., jax.Array], x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Mean cross-entropy of a batch and its logits (B, K)."""
     logits = apply_fn({"params": params}, x)
     return jnp.mean(cross_entropy(logits, y)), logits
 
 
-def _per_example_grads(state: TrainState, x: jax.Array, y: jax.Array):
+def _per_example_grads(
+    state: TrainState, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, jax.Array, Any, jax.Array]:
     """Per-example gradients by ``vmap(grad)``; returns (loss, logits, mean grads, grad norms (B,))."""
 
     def one(xi: jax.Array, yi: jax.Array):
