@@ -21,6 +21,7 @@ Measured (2026-11-27, real Fashion-MNIST; the 8-seed population is seeds 0-7):
 
 As in the book, epoch 1 stays at chance (test acc 0.100) and learning starts in epoch 2.
 """
+
 import ml_collections
 
 from cnnjax.train import default_config

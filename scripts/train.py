@@ -6,6 +6,7 @@
 
 Re-running with the same ``--workdir`` resumes from its last checkpoint.
 """
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -14,7 +15,10 @@ import cnnjax.train
 # Unlocked, with new keys accepted, so that a misspelt override reaches the config validation
 # (which names the key and the valid ones) instead of failing inside flag parsing.
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training config file (configs/*.py).", lock_config=False,
+    "config",
+    None,
+    "Training config file (configs/*.py).",
+    lock_config=False,
     accept_new_attributes=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")

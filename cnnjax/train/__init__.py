@@ -8,6 +8,7 @@
 * :func:`population_map` -- one step over all members ("vmap" | "map" | "auto").
 * :func:`make_train_epoch`, :func:`make_train_step`, :func:`make_eval_fn` -- the compiled programs.
 """
+
 from cnnjax.train.config import ConfigError, ConfigTypeError, default_config, resolve_config
 from cnnjax.train.epoch import make_eval_fn, make_train_epoch, make_train_step
 from cnnjax.train.loop import TrainingDiverged, restore_model, train_and_evaluate

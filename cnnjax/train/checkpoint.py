@@ -7,6 +7,7 @@ leaves the previous checkpoint as the latest one (leftover temporary directories
 when the directory is next opened). Saving is synchronous: when :func:`save` returns the epoch is
 on disk, which is what makes a SIGKILLed run resume exactly.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,7 +47,9 @@ def latest_epoch(manager: ocp.CheckpointManager) -> int | None:
     return manager.latest_step()
 
 
-def save(manager: ocp.CheckpointManager, epoch: int, state: TrainState, meta: dict[str, Any]) -> None:
+def save(
+    manager: ocp.CheckpointManager, epoch: int, state: TrainState, meta: dict[str, Any]
+) -> None:
     """Writes ``state`` and the JSON-serialisable ``meta`` as checkpoint ``epoch``; returns once
     the checkpoint is complete on disk."""
     manager.save(

@@ -1,4 +1,4 @@
-"""The training configuration: its schema, defaults and validation (D2L 6.6's training recipe as data).
+"""The training configuration: schema, defaults and validation (D2L 6.6's recipe as data).
 
 A run is described by one ``ml_collections.ConfigDict``. :func:`default_config` gives every key with
 its default (the book's LeNet recipe); the files in ``configs/`` start from it and change what they
@@ -23,6 +23,7 @@ Keys (defaults in :func:`default_config`):
 * ``per_example_grads``: also log per-example gradient-norm statistics (costs a ``vmap(grad)``).
 * ``progress``: show a tqdm progress bar.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -158,7 +159,8 @@ def _merge(path: str, value: Any, default: Any) -> Any:
     if isinstance(default, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigTypeError(
-                f"config.{path} must be a mapping of keys {sorted(default)}, got {_type_name(value)}"
+                f"config.{path} must be a mapping of keys {sorted(default)}, "
+                f"got {_type_name(value)}"
             )
         for key in value:
             if key not in default:
@@ -191,11 +193,15 @@ def _resolve_population(cfg: dict[str, Any]) -> None:
     seeds = pop["seeds"]
     for i, s in enumerate(seeds):
         if not isinstance(s, Integral) or isinstance(s, bool):
-            raise ConfigTypeError(f"config.population.seeds[{i}] must be an int, got {_type_name(s)}")
+            raise ConfigTypeError(
+                f"config.population.seeds[{i}] must be an int, got {_type_name(s)}"
+            )
         _require(s >= 0, f"population.seeds[{i}]", ">= 0", s)
     if seeds:
         _require(
-            len(seeds) == size, "population.seeds", f"empty or of length population.size={size}",
+            len(seeds) == size,
+            "population.seeds",
+            f"empty or of length population.size={size}",
             seeds,
         )
     else:
@@ -211,8 +217,10 @@ def _resolve_population(cfg: dict[str, Any]) -> None:
         _require(math.isfinite(r) and r > 0, f"population.learning_rates[{i}]", "finite and > 0", r)
     if rates:
         _require(
-            len(rates) == size, "population.learning_rates",
-            f"empty or of length population.size={size}", rates,
+            len(rates) == size,
+            "population.learning_rates",
+            f"empty or of length population.size={size}",
+            rates,
         )
     else:
         rates = (cfg["optimizer"]["learning_rate"],) * size
@@ -237,7 +245,9 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
     if isinstance(config, ml_collections.ConfigDict):
         config = config.to_dict()
     if not isinstance(config, Mapping):
-        raise ConfigTypeError(f"config must be a ConfigDict or mapping, got {type(config).__name__}")
+        raise ConfigTypeError(
+            f"config must be a ConfigDict or mapping, got {type(config).__name__}"
+        )
     cfg = _merge("", config, default_config().to_dict())
 
     _require(cfg["seed"] >= 0, "seed", ">= 0", cfg["seed"])
@@ -252,7 +262,8 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
         _require(data[key] >= 0, f"data.{key}", ">= 0 (0 means all)", data[key])
     if data["train_limit"]:
         _require(
-            data["train_limit"] >= cfg["batch_size"], "data.train_limit",
+            data["train_limit"] >= cfg["batch_size"],
+            "data.train_limit",
             f"0 (all) or >= batch_size={cfg['batch_size']} (an epoch drops the partial batch)",
             data["train_limit"],
         )
@@ -268,8 +279,10 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
     _require(warmup >= 0, "optimizer.warmup_epochs", ">= 0", warmup)
     if opt["schedule"] == "warmup_cosine":
         _require(
-            warmup < cfg["num_epochs"], "optimizer.warmup_epochs",
-            f"< num_epochs={cfg['num_epochs']} for schedule 'warmup_cosine'", warmup,
+            warmup < cfg["num_epochs"],
+            "optimizer.warmup_epochs",
+            f"< num_epochs={cfg['num_epochs']} for schedule 'warmup_cosine'",
+            warmup,
         )
     elif warmup:
         raise ConfigError(

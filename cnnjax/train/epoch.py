@@ -10,6 +10,7 @@ All three compiled functions work on a population (leading member axis P, see
 :mod:`cnnjax.train.state`) through :func:`cnnjax.train.population.population_map`; the train state
 argument is donated, so its buffers are reused for the result and must not be used again.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,7 +29,9 @@ from cnnjax.train.steps import Metrics, eval_step, train_step
 __all__ = ["make_eval_fn", "make_train_epoch", "make_train_step", "summarize_steps"]
 
 
-def _population_step(config: Any, strategy: str | None) -> Callable[..., tuple[TrainState, Metrics]]:
+def _population_step(
+    config: Any, strategy: str | None
+) -> Callable[..., tuple[TrainState, Metrics]]:
     step = functools.partial(
         train_step,
         per_example_grads=config.per_example_grads,
@@ -144,7 +147,9 @@ def make_eval_fn(config: Any, *, strategy: str | None = None):
             return jax.tree.map(jnp.add, totals, sums), None
 
         num_members = state.diverged.shape[0]
-        zeros = {k: jnp.zeros((num_members,), jnp.float32) for k in ("loss_sum", "correct", "count")}
+        zeros = {
+            k: jnp.zeros((num_members,), jnp.float32) for k in ("loss_sum", "correct", "count")
+        }
         totals, _ = jax.lax.scan(body, zeros, (indices, masks))
         return {
             "loss": totals["loss_sum"] / totals["count"],

@@ -15,6 +15,7 @@ A run's ``workdir`` holds:
 * ``summary.json``: final per-member metrics, throughput, device and timings;
 * ``checkpoints/<epoch>``: Orbax checkpoints (epoch 0 is the initial state).
 """
+
 from __future__ import annotations
 
 import csv
@@ -90,7 +91,9 @@ def _check_resumable(saved: dict[str, Any], config: ml_collections.ConfigDict) -
     allowed = set(_RESUMABLE_CHANGES)
     if config.optimizer.schedule != "constant":
         allowed.discard("num_epochs")  # the schedule's length depends on it
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in allowed)
+    changed = sorted(
+        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in allowed
+    )
     if changed:
         diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
         raise ConfigError(
@@ -117,7 +120,9 @@ def _records(history: dict[str, list], config: ml_collections.ConfigDict) -> lis
     return records
 
 
-def _write_metrics(workdir: str, history: dict[str, list], config: ml_collections.ConfigDict) -> None:
+def _write_metrics(
+    workdir: str, history: dict[str, list], config: ml_collections.ConfigDict
+) -> None:
     records = _records(history, config)
     _write_atomic(
         os.path.join(workdir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records)
@@ -133,10 +138,12 @@ def _write_metrics(workdir: str, history: dict[str, list], config: ml_collection
     os.replace(tmp, path)
     labels = [
         f"seed {s}, lr {lr:g}"
-        for s, lr in zip(config.population.seeds, config.population.learning_rates)
+        for s, lr in zip(config.population.seeds, config.population.learning_rates, strict=True)
     ]
     plot_learning_curves(
-        history, os.path.join(workdir, "learning_curves.png"), labels=labels,
+        history,
+        os.path.join(workdir, "learning_curves.png"),
+        labels=labels,
         title=f"LeNet on {config.data.name}",
     )
 
@@ -179,7 +186,7 @@ def _load_splits(config: ml_collections.ConfigDict):
     stats = {}
     if cfg.normalize == "standardize":
         # Statistics of the (limited) training split, applied to both splits.
-        stats = dict(zip(("mean", "std"), data.channel_stats(train_x)))
+        stats = dict(zip(("mean", "std"), data.channel_stats(train_x), strict=True))
     train = data.to_device(train_x, train_y, normalize=cfg.normalize, **stats)
     test = data.to_device(test_x, test_y, normalize=cfg.normalize, **stats)
     return dataset, train, test, {k: np.asarray(v).tolist() for k, v in stats.items()}
@@ -199,15 +206,18 @@ def _fmt_mean(values: np.ndarray) -> str:
     return f"{_fmt(values.mean())} ± {_fmt(values.std())}"
 
 
-def _epoch_line(epoch: int, num_epochs: int, m: dict[str, np.ndarray], healthy: np.ndarray,
-                seconds: float) -> str:
+def _epoch_line(
+    epoch: int, num_epochs: int, m: dict[str, np.ndarray], healthy: np.ndarray, seconds: float
+) -> str:
     """The book's per-epoch line; for a population, mean ± std over healthy members and the best."""
     shown = healthy if healthy.any() else np.ones_like(healthy)
     loss, train_acc, test_acc = (
         m[k][shown] for k in ("train_loss", "train_accuracy", "test_accuracy")
     )
-    line = (f"epoch {epoch:>{len(str(num_epochs))}}/{num_epochs}: loss {_fmt_mean(loss)}, "
-            f"train acc {_fmt_mean(train_acc)}, test acc {_fmt_mean(test_acc)}")
+    line = (
+        f"epoch {epoch:>{len(str(num_epochs))}}/{num_epochs}: loss {_fmt_mean(loss)}, "
+        f"train acc {_fmt_mean(train_acc)}, test acc {_fmt_mean(test_acc)}"
+    )
     if not healthy.any():
         line += " (diverged)"
     elif shown.size > 1:
@@ -217,18 +227,27 @@ def _epoch_line(epoch: int, num_epochs: int, m: dict[str, np.ndarray], healthy: 
     return line + f"  [{seconds:.1f} s]"
 
 
-def _final_report(final: dict[str, np.ndarray], config: ml_collections.ConfigDict,
-                  diverged_epoch: list[int | None]) -> list[str]:
+def _final_report(
+    final: dict[str, np.ndarray],
+    config: ml_collections.ConfigDict,
+    diverged_epoch: list[int | None],
+) -> list[str]:
     """The per-member table and mean ± std / best (a single line for a single model)."""
     pop = config.population
     if pop.size == 1:
-        line = (f"loss {final['train_loss'][0]:.3f}, train acc {final['train_accuracy'][0]:.3f}, "
-                f"test acc {final['test_accuracy'][0]:.3f}")
+        line = (
+            f"loss {final['train_loss'][0]:.3f}, train acc {final['train_accuracy'][0]:.3f}, "
+            f"test acc {final['test_accuracy'][0]:.3f}"
+        )
         return [line]
-    lines = [f"{'member':>6}  {'seed':>5}  {'lr':>9}  {'loss':>7}  {'train acc':>9}  "
-             f"{'test acc':>8}  status"]
+    lines = [
+        f"{'member':>6}  {'seed':>5}  {'lr':>9}  {'loss':>7}  {'train acc':>9}  "
+        f"{'test acc':>8}  status"
+    ]
     for i in range(pop.size):
-        status = "ok" if diverged_epoch[i] is None else f"diverged in epoch {diverged_epoch[i]} (frozen)"
+        status = (
+            "ok" if diverged_epoch[i] is None else f"diverged in epoch {diverged_epoch[i]} (frozen)"
+        )
         lines.append(
             f"{i:>6}  {pop.seeds[i]:>5}  {pop.learning_rates[i]:>9.4g}  "
             f"{_fmt(final['train_loss'][i]):>7}  {final['train_accuracy'][i]:>9.3f}  "
@@ -260,8 +279,13 @@ def _device_name() -> str:
 # The loop.
 
 
-def _epoch_runner(config: ml_collections.ConfigDict, state: TrainState, train: data.DeviceSplit,
-                  key: jax.Array, bar: tqdm | None) -> tuple[Callable, float]:
+def _epoch_runner(
+    config: ml_collections.ConfigDict,
+    state: TrainState,
+    train: data.DeviceSplit,
+    key: jax.Array,
+    bar: tqdm | None,
+) -> tuple[Callable, float]:
     """``run(state, key) -> (state, metrics)`` for ``config.loop`` and its compile time (s)."""
     start = time.perf_counter()
     if config.loop == "scan":
@@ -333,10 +357,16 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
 
     _write_atomic(config_path, json.dumps(_config_json(config), indent=2) + "\n")
     run_info = {
-        "dataset": dataset.name, "source": dataset.source, "input_shape": list(input_shape),
-        "num_train": int(train.images.shape[0]), "num_test": int(test.images.shape[0]),
-        "steps_per_epoch": steps_per_epoch, "strategy": resolve_strategy(config.population.strategy),
-        "device": _device_name(), "normalize": config.data.normalize, **stats,
+        "dataset": dataset.name,
+        "source": dataset.source,
+        "input_shape": list(input_shape),
+        "num_train": int(train.images.shape[0]),
+        "num_test": int(test.images.shape[0]),
+        "steps_per_epoch": steps_per_epoch,
+        "strategy": resolve_strategy(config.population.strategy),
+        "device": _device_name(),
+        "normalize": config.data.normalize,
+        **stats,
     }
     _write_atomic(os.path.join(workdir, "run.json"), json.dumps(run_info, indent=2) + "\n")
 
@@ -358,10 +388,19 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
         + (f"; resuming after epoch {start_epoch}" if start_epoch else "")
     )
     evaluate = make_eval_fn(config)
-    epoch_bar = tqdm(total=config.num_epochs, initial=start_epoch, desc="epochs", unit="epoch",
-                     disable=not config.progress, dynamic_ncols=True)
-    step_bar = (tqdm(desc="steps", unit="step", leave=False, dynamic_ncols=True)
-                if config.progress and config.loop == "step" else None)
+    epoch_bar = tqdm(
+        total=config.num_epochs,
+        initial=start_epoch,
+        desc="epochs",
+        unit="epoch",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
+    step_bar = (
+        tqdm(desc="steps", unit="step", leave=False, dynamic_ncols=True)
+        if config.progress and config.loop == "step"
+        else None
+    )
     run_epoch, compile_seconds = (None, 0.0)
     train_seconds, trained_epochs = 0.0, 0
     try:
@@ -404,7 +443,8 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
                     _write_metrics(workdir, history, config)
                     raise TrainingDiverged(
                         f"{message}; training stopped, the last good checkpoint is epoch "
-                        f"{checkpoint.latest_epoch(manager)} in {checkpoint.checkpoint_dir(workdir)}"
+                        f"{checkpoint.latest_epoch(manager)} in "
+                        f"{checkpoint.checkpoint_dir(workdir)}"
                     )
                 tqdm.write(f"warning: {message}; frozen, the other members continue")
 
@@ -417,13 +457,28 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
             step_bar.close()
         manager.close()
 
-    return _finish(workdir, config, history, trained_epochs, train_seconds, compile_seconds,
-                   steps_per_epoch, run_info["device"])
+    return _finish(
+        workdir,
+        config,
+        history,
+        trained_epochs,
+        train_seconds,
+        compile_seconds,
+        steps_per_epoch,
+        run_info["device"],
+    )
 
 
-def _finish(workdir: str, config: ml_collections.ConfigDict, history: dict[str, list],
-            trained_epochs: int, train_seconds: float, compile_seconds: float,
-            steps_per_epoch: int, device: str) -> dict[str, Any]:
+def _finish(
+    workdir: str,
+    config: ml_collections.ConfigDict,
+    history: dict[str, list],
+    trained_epochs: int,
+    train_seconds: float,
+    compile_seconds: float,
+    steps_per_epoch: int,
+    device: str,
+) -> dict[str, Any]:
     """Prints the final report, writes ``summary.json`` and returns the final metrics."""
     num_members = config.population.size
     if not history["epoch"]:
@@ -431,7 +486,8 @@ def _finish(workdir: str, config: ml_collections.ConfigDict, history: dict[str, 
     final = {k: np.asarray(v[-1]) for k, v in history.items() if k not in ("epoch", "epoch_time_s")}
     diverged_history = np.asarray(history["diverged"])  # (E, P)
     diverged_epoch = [
-        int(history["epoch"][int(np.argmax(diverged_history[:, m]))]) if diverged_history[:, m].any()
+        int(history["epoch"][int(np.argmax(diverged_history[:, m]))])
+        if diverged_history[:, m].any()
         else None
         for m in range(num_members)
     ]
@@ -441,8 +497,10 @@ def _finish(workdir: str, config: ml_collections.ConfigDict, history: dict[str, 
         tqdm.write(line)
     if trained_epochs:
         unit = "examples/s" if num_members == 1 else f"example·models/s ({num_members} members)"
-        tqdm.write(f"{rate:,.0f} {unit} on {device}; compile {compile_seconds:.1f} s, "
-                   f"{trained_epochs} epoch(s) in {train_seconds:.1f} s")
+        tqdm.write(
+            f"{rate:,.0f} {unit} on {device}; compile {compile_seconds:.1f} s, "
+            f"{trained_epochs} epoch(s) in {train_seconds:.1f} s"
+        )
     result: dict[str, Any] = dict(final)
     result.update(
         epochs=int(history["epoch"][-1]),
@@ -450,8 +508,9 @@ def _finish(workdir: str, config: ml_collections.ConfigDict, history: dict[str, 
         compile_seconds=compile_seconds,
         device=device,
     )
-    summary = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
-               for k, v in result.items()}
+    summary = {
+        k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in result.items()
+    }
     summary["diverged_epoch"] = diverged_epoch
     summary = json.loads(json.dumps(summary), parse_constant=lambda _: None)
     _write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2) + "\n")
@@ -477,7 +536,9 @@ def restore_model(workdir: str | os.PathLike, member: int = 0) -> tuple[LeNet, A
     paths = [os.path.join(workdir, name) for name in ("config.json", "run.json")]
     for path in paths:
         if not os.path.exists(path):
-            raise FileNotFoundError(f"restore_model: {path} not found; is {workdir} a run's workdir?")
+            raise FileNotFoundError(
+                f"restore_model: {path} not found; is {workdir} a run's workdir?"
+            )
     with open(paths[0]) as f:
         config = resolve_config(json.load(f))
     with open(paths[1]) as f:

@@ -6,6 +6,7 @@ while all members share one update function. A schedule is applied as a shared m
 after the base optimizer (``optax.scale_by_schedule``), which equals scheduling the learning rate
 itself because every base optimizer here is linear in its learning rate.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ def _base(name: str, l2: float) -> Callable[..., optax.GradientTransformation]:
     ``l2`` (classic L2 regularisation, the book's 3.7 weight decay, added to the gradient) is
     static: with 0 the book's plain SGD update is left untouched.
     """
+
     def coupled(tx: optax.GradientTransformation) -> optax.GradientTransformation:
         return optax.chain(optax.add_decayed_weights(l2), tx) if l2 else tx
 
@@ -40,7 +42,9 @@ def _base(name: str, l2: float) -> Callable[..., optax.GradientTransformation]:
 
     factories = {"sgd": sgd, "momentum": momentum, "adam": adam, "adamw": adamw}
     if name not in factories:
-        raise ValueError(f"make_optimizer: unknown optimizer name {name!r}; expected {list(factories)}")
+        raise ValueError(
+            f"make_optimizer: unknown optimizer name {name!r}; expected {list(factories)}"
+        )
     return factories[name]
 
 

@@ -1,4 +1,5 @@
 """The learning-curve figure of D2L 6.6: loss, train accuracy and test accuracy per epoch."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,11 @@ from matplotlib.figure import Figure
 
 __all__ = ["plot_learning_curves"]
 
-_CURVES = (("train_loss", "train loss", "-"), ("train_accuracy", "train acc", "--"),
-           ("test_accuracy", "test acc", "-."))
+_CURVES = (
+    ("train_loss", "train loss", "-"),
+    ("train_accuracy", "train acc", "--"),
+    ("test_accuracy", "test acc", "-."),
+)
 
 
 def plot_learning_curves(
@@ -50,11 +54,12 @@ def plot_learning_curves(
     else:
         fig = Figure(figsize=(12, 3.8), layout="constrained")
         # A qualitative map while its colours last, then a sequential one: no colour repeats.
-        cmap = matplotlib.colormaps["tab10" if num_members <= 10 else "tab20" if num_members <= 20
-                                    else "viridis"]
+        cmap = matplotlib.colormaps[
+            "tab10" if num_members <= 10 else "tab20" if num_members <= 20 else "viridis"
+        ]
         colors = cmap(np.linspace(0, 1, num_members)) if cmap.N > 20 else cmap.colors
         axes = fig.subplots(1, len(_CURVES))
-        for ax, (key, label, _) in zip(axes, _CURVES):
+        for ax, (key, label, _) in zip(axes, _CURVES, strict=True):
             for m in range(num_members):
                 ax.plot(epochs, curves[key][:, m], marker=".", label=labels[m], color=colors[m])
             ax.set_title(label)
@@ -62,8 +67,9 @@ def plot_learning_curves(
             ax.set_xlim(1, max(num_epochs, 2))
             ax.grid(True, alpha=0.3)
         handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside right upper", fontsize="small",
-                   ncol=1 + num_members // 16)
+        fig.legend(
+            handles, names, loc="outside right upper", fontsize="small", ncol=1 + num_members // 16
+        )
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=120)

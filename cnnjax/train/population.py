@@ -12,6 +12,7 @@ strategy, not a second step definition:
   throughput of training members in turn.
 * ``"auto"``: ``"map"`` on CPU, ``"vmap"`` on GPU/TPU (by ``jax.default_backend()``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

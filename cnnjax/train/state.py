@@ -5,6 +5,7 @@ axis ``P`` -- parameters, optimizer state (including each member's injected lear
 counter and divergence flag. Members share the model definition and optimizer update, so they can
 be trained by one compiled step (see :mod:`cnnjax.train.population`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -5,6 +5,7 @@ step, and counts correct predictions. Here that is :func:`train_step` and :func:
 functions of one member's state (no member axis) and a batch, which
 :mod:`cnnjax.train.population` maps over a population and :mod:`cnnjax.train.epoch` compiles.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -38,10 +39,15 @@ def _loss(
 def _per_example_grads(
     state: TrainState, x: jax.Array, y: jax.Array
 ) -> tuple[jax.Array, jax.Array, Any, jax.Array]:
-    """Per-example gradients by ``vmap(grad)``; returns (loss, logits, mean grads, grad norms (B,))."""
+    """Per-example gradients by ``vmap(grad)``.
+
+    Returns (mean loss, logits (B, K), the mean of the gradients, their norms (B,)).
+    """
 
     def one(xi: jax.Array, yi: jax.Array):
-        return jax.value_and_grad(_loss, has_aux=True)(state.params, state.apply_fn, xi[None], yi[None])
+        return jax.value_and_grad(_loss, has_aux=True)(
+            state.params, state.apply_fn, xi[None], yi[None]
+        )
 
     (losses, logits), grads = jax.vmap(one)(x, y)
     norms = jax.vmap(optax.tree.norm)(grads)
@@ -93,9 +99,7 @@ def train_step(
         loss=loss,
         accuracy=jnp.mean(jnp.argmax(logits, axis=-1) == y),
         grad_norm=grad_norm,
-        update_norm=optax.tree.norm(
-            jax.tree.map(jnp.subtract, new_state.params, state.params)
-        ),
+        update_norm=optax.tree.norm(jax.tree.map(jnp.subtract, new_state.params, state.params)),
         param_norm=optax.tree.norm(new_state.params),
         finite=finite,
     )

@@ -7,6 +7,7 @@
 
 Subprocesses get the same settings through the environment (``tiny.subprocess_env``).
 """
+
 import jax
 import pytest
 

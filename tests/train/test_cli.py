@@ -1,4 +1,5 @@
-"""scripts/train.py end to end in subprocesses: all outputs, and SIGKILL then resume == uninterrupted."""
+"""scripts/train.py end to end in subprocesses: all outputs; SIGKILL, resume == uninterrupted."""
+
 import json
 import os
 import pathlib
@@ -32,18 +33,32 @@ def _metrics(workdir):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cli") / "run"
-    proc = subprocess.run(_command(workdir), cwd=ROOT, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        _command(workdir),
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir, proc.stdout
 
 
 def test_cli_trains_and_writes_all_outputs(uninterrupted):
     workdir, stdout = uninterrupted
-    for name in ("config.json", "run.json", "metrics.jsonl", "metrics.csv", "learning_curves.png",
-                 "summary.json"):
+    for name in (
+        "config.json",
+        "run.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "learning_curves.png",
+        "summary.json",
+    ):
         assert (workdir / name).is_file(), name
-    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())[-1] == "4"
+    assert (
+        sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())[-1] == "4"
+    )
     lines = stdout.splitlines()
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     assert len(epoch_lines) == 4 and "loss" in epoch_lines[0] and "test acc" in epoch_lines[0]
@@ -56,8 +71,13 @@ def test_cli_trains_and_writes_all_outputs(uninterrupted):
 def test_sigkilled_run_resumes_to_identical_params_and_metrics(uninterrupted, tmp_path):
     reference, _ = uninterrupted
     workdir = tmp_path / "run"
-    proc = subprocess.Popen(_command(workdir), cwd=ROOT, env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _command(workdir),
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = workdir / "checkpoints" / "1"
     deadline = time.monotonic() + 240
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -67,8 +87,14 @@ def test_sigkilled_run_resumes_to_identical_params_and_metrics(uninterrupted, tm
     done = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     assert 1 <= max(done) < 4
 
-    resumed = subprocess.run(_command(workdir), cwd=ROOT, env=subprocess_env(), capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        _command(workdir),
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming after epoch {max(done)}" in resumed.stdout
     assert_identical(_metrics(workdir), _metrics(reference))

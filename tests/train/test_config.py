@@ -1,4 +1,5 @@
 """Config schema and validation: bad configs fail before anything is built, with clear messages."""
+
 import importlib.util
 import pathlib
 import subprocess
@@ -23,8 +24,17 @@ def _load_config_file(name: str) -> ml_collections.ConfigDict:
 
 def test_defaults_resolve_to_the_book_recipe_with_derived_members():
     c = resolve_config(default_config())
-    assert (c.optimizer.name, c.optimizer.learning_rate, c.batch_size, c.num_epochs) == ("sgd", 0.9, 256, 10)
-    assert (c.model.activation, c.model.pooling, c.model.kernel_init) == ("sigmoid", "avg", "xavier_uniform")
+    assert (c.optimizer.name, c.optimizer.learning_rate, c.batch_size, c.num_epochs) == (
+        "sgd",
+        0.9,
+        256,
+        10,
+    )
+    assert (c.model.activation, c.model.pooling, c.model.kernel_init) == (
+        "sigmoid",
+        "avg",
+        "xavier_uniform",
+    )
     assert c.population.seeds == (0,) and c.population.learning_rates == (0.9,)
     assert set(c.model.keys()) == set(LeNet.field_names())
     with pytest.raises(AttributeError):  # locked: no new keys after resolution
@@ -40,7 +50,9 @@ def test_population_defaults_follow_seed_and_learning_rate():
 
 
 def test_partial_mapping_takes_defaults_and_coerces_types():
-    r = resolve_config({"optimizer": {"learning_rate": 1}, "population": {"size": 2, "seeds": [3, 4]}})
+    r = resolve_config(
+        {"optimizer": {"learning_rate": 1}, "population": {"size": 2, "seeds": [3, 4]}}
+    )
     assert isinstance(r.optimizer.learning_rate, float) and r.optimizer.learning_rate == 1.0
     assert r.population.seeds == (3, 4)
     assert r.num_epochs == default_config().num_epochs
@@ -49,7 +61,10 @@ def test_partial_mapping_takes_defaults_and_coerces_types():
 @pytest.mark.parametrize(
     "config, fragment",
     [
-        ({"optimizer": {"lr": 0.1}}, "config.optimizer: unknown key 'lr' (did you mean 'learning_rate'?)"),
+        (
+            {"optimizer": {"lr": 0.1}},
+            "config.optimizer: unknown key 'lr' (did you mean 'learning_rate'?)",
+        ),
         ({"epochs": 3}, "unknown key 'epochs' (did you mean 'num_epochs'?)"),
         ({"model": {"chanels": (6, 16)}}, "config.model: unknown key 'chanels'"),
         ({"population": {"activation": ("relu", "sigmoid")}}, "cannot vary per member"),
@@ -67,8 +82,14 @@ def test_unknown_keys_are_rejected_by_name(config, fragment):
     [
         ({"num_epochs": 2.5}, "config.num_epochs must be int, got float 2.5"),
         ({"batch_size": True}, "config.batch_size must be int, got bool True"),
-        ({"optimizer": {"learning_rate": "0.1"}}, "config.optimizer.learning_rate must be float, got str '0.1'"),
-        ({"population": {"size": 2, "seeds": (0, 1.5)}}, "config.population.seeds[1] must be an int"),
+        (
+            {"optimizer": {"learning_rate": "0.1"}},
+            "config.optimizer.learning_rate must be float, got str '0.1'",
+        ),
+        (
+            {"population": {"size": 2, "seeds": (0, 1.5)}},
+            "config.population.seeds[1] must be an int",
+        ),
         ({"data": 3}, "config.data must be a mapping"),
         ({"model": {"channels": 6}}, "config.model.channels must be a sequence, got int 6"),
         ({"progress": "yes"}, "config.progress must be bool"),
@@ -85,13 +106,28 @@ def test_wrong_types_raise_type_errors_naming_the_key(config, fragment):
     "config, fragment",
     [
         ({"optimizer": {"name": "rmsprop"}}, "config.optimizer.name must be one of"),
-        ({"optimizer": {"learning_rate": -1.0}}, "config.optimizer.learning_rate must be finite and > 0"),
-        ({"population": {"size": 3, "seeds": (0, 1)}}, "population.seeds must be empty or of length"),
-        ({"population": {"size": 2, "learning_rates": (0.1, 0.0)}}, "learning_rates[1] must be finite and > 0"),
+        (
+            {"optimizer": {"learning_rate": -1.0}},
+            "config.optimizer.learning_rate must be finite and > 0",
+        ),
+        (
+            {"population": {"size": 3, "seeds": (0, 1)}},
+            "population.seeds must be empty or of length",
+        ),
+        (
+            {"population": {"size": 2, "learning_rates": (0.1, 0.0)}},
+            "learning_rates[1] must be finite and > 0",
+        ),
         ({"population": {"strategy": "pmap"}}, "population.strategy must be one of"),
         ({"optimizer": {"warmup_epochs": 2}}, "only used by schedule 'warmup_cosine'"),
-        ({"optimizer": {"schedule": "warmup_cosine", "warmup_epochs": 10}}, "warmup_epochs must be < num_epochs"),
-        ({"batch_size": 64, "data": {"train_limit": 10}}, "data.train_limit must be 0 (all) or >= batch_size=64"),
+        (
+            {"optimizer": {"schedule": "warmup_cosine", "warmup_epochs": 10}},
+            "warmup_epochs must be < num_epochs",
+        ),
+        (
+            {"batch_size": 64, "data": {"train_limit": 10}},
+            "data.train_limit must be 0 (all) or >= batch_size=64",
+        ),
         ({"model": {"activation": "swish"}}, "config.model: LeNet: unknown activation"),
         ({"loop": "while"}, "config.loop must be one of"),
     ],
@@ -110,28 +146,44 @@ def test_model_type_errors_from_lenet_stay_type_errors():
 @pytest.mark.parametrize("name", ["lenet", "lenet_modern", "lenet_sweep"])
 def test_shipped_configs_are_valid(name):
     config = resolve_config(_load_config_file(name))
-    assert config.population.size == len(config.population.seeds) == len(config.population.learning_rates)
+    assert (
+        config.population.size
+        == len(config.population.seeds)
+        == len(config.population.learning_rates)
+    )
 
 
 def test_sweep_config_crosses_seeds_and_learning_rates():
     c = resolve_config(_load_config_file("lenet_sweep"))
-    pairs = set(zip(c.population.seeds, c.population.learning_rates))
+    pairs = set(zip(c.population.seeds, c.population.learning_rates, strict=True))
     assert len(pairs) == c.population.size > 1
     assert len(set(c.population.seeds)) > 1 and len(set(c.population.learning_rates)) > 1
 
 
 def _cli(tmp_path, *overrides):
     return subprocess.run(
-        [sys.executable, "scripts/train.py", "--config=configs/lenet.py", f"--workdir={tmp_path / 'run'}",
-         *overrides],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env=subprocess_env(),
+        [
+            sys.executable,
+            "scripts/train.py",
+            "--config=configs/lenet.py",
+            f"--workdir={tmp_path / 'run'}",
+            *overrides,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(),
     )
 
 
 def test_cli_rejects_unknown_key_and_wrong_type_before_training(tmp_path):
     unknown = _cli(tmp_path, "--config.optimizer.lr=0.1")
     assert unknown.returncode != 0
-    assert "config error: config.optimizer: unknown key 'lr' (did you mean 'learning_rate'?)" in unknown.stderr
+    assert (
+        "config error: config.optimizer: unknown key 'lr' (did you mean 'learning_rate'?)"
+        in unknown.stderr
+    )
     wrong_type = _cli(tmp_path, "--config.num_epochs=2.5")
     assert wrong_type.returncode != 0
     assert "--config.num_epochs=2.5" in wrong_type.stderr

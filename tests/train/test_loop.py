@@ -1,4 +1,5 @@
 """train_and_evaluate: outputs, determinism, resuming, divergence (in process, tiny runs)."""
+
 import json
 import math
 
@@ -10,8 +11,16 @@ from cnnjax.train import ConfigError, TrainingDiverged, restore_model, train_and
 from cnnjax.train.checkpoint import latest_epoch, open_manager
 from tests.train.tiny import assert_identical, tiny_config
 
-METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "grad_norm", "update_norm",
-           "param_norm", "diverged")
+METRICS = (
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "grad_norm",
+    "update_norm",
+    "param_norm",
+    "diverged",
+)
 
 
 def _records(workdir):
@@ -31,8 +40,14 @@ def reference(tmp_path_factory):
 
 def test_run_writes_every_output(reference, capsys):
     workdir, result = reference
-    for name in ("config.json", "run.json", "metrics.jsonl", "metrics.csv", "learning_curves.png",
-                 "summary.json"):
+    for name in (
+        "config.json",
+        "run.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "learning_curves.png",
+        "summary.json",
+    ):
         assert (workdir / name).stat().st_size > 0, name
     assert (workdir / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(workdir / "config.json") as f:
@@ -44,7 +59,9 @@ def test_run_writes_every_output(reference, capsys):
     assert len(csv_lines) == 3 and csv_lines[0].startswith("epoch,member,seed,learning_rate")
     for name in METRICS:
         assert result[name].shape == (1,)
-        assert records[-1][name] == result[name][0] or math.isclose(records[-1][name], result[name][0])
+        assert records[-1][name] == result[name][0] or math.isclose(
+            records[-1][name], result[name][0]
+        )
     assert result["epochs"] == 2 and result["examples_per_second"] > 0
     assert 0.0 <= result["test_accuracy"][0] <= 1.0
     with open(workdir / "summary.json") as f:
@@ -74,7 +91,9 @@ def test_resumed_run_equals_the_uninterrupted_one(reference, tmp_path, capsys):
     # A finished run trains nothing more, and a different config cannot reuse the workdir.
     again = train_and_evaluate(tiny_config(num_epochs=2), tmp_path)
     np.testing.assert_array_equal(again["test_accuracy"], result["test_accuracy"])
-    with pytest.raises(ConfigError, match=r"different config \(optimizer.learning_rate: 0.5 -> 0.1, "):
+    with pytest.raises(
+        ConfigError, match=r"different config \(optimizer.learning_rate: 0.5 -> 0.1, "
+    ):
         train_and_evaluate(tiny_config(num_epochs=3, optimizer__learning_rate=0.1), tmp_path)
 
 
@@ -88,7 +107,9 @@ def test_restore_model_validates_member_and_workdir(reference, tmp_path):
 
 def test_divergence_stops_naming_member_epoch_and_rate_and_keeps_the_checkpoint(tmp_path):
     config = tiny_config(model__activation="relu", optimizer__learning_rate=1e4)
-    with pytest.raises(TrainingDiverged, match=r"epoch 1: member 0 \(seed 0, learning rate 10000\) diverged"):
+    with pytest.raises(
+        TrainingDiverged, match=r"epoch 1: member 0 \(seed 0, learning rate 10000\) diverged"
+    ):
         train_and_evaluate(config, tmp_path)
     manager = open_manager(tmp_path, read_only=True)
     assert latest_epoch(manager) == 0  # epoch 1 was not checkpointed
@@ -100,8 +121,9 @@ def test_divergence_stops_naming_member_epoch_and_rate_and_keeps_the_checkpoint(
 
 
 def test_diverged_members_are_frozen_while_the_rest_train(tmp_path, capsys):
-    config = tiny_config(model__activation="relu", population__size=2,
-                         population__learning_rates=(0.5, 1e4))
+    config = tiny_config(
+        model__activation="relu", population__size=2, population__learning_rates=(0.5, 1e4)
+    )
     result = train_and_evaluate(config, tmp_path)
     out = capsys.readouterr().out
     assert "epoch 1: member 1 (seed 1, learning rate 10000) diverged" in out
@@ -111,8 +133,12 @@ def test_diverged_members_are_frozen_while_the_rest_train(tmp_path, capsys):
     _, frozen = restore_model(tmp_path, member=1)
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(frozen))
 
-    strict = tiny_config(model__activation="relu", population__size=2,
-                         population__learning_rates=(0.5, 1e4), population__freeze_diverged=False)
+    strict = tiny_config(
+        model__activation="relu",
+        population__size=2,
+        population__learning_rates=(0.5, 1e4),
+        population__freeze_diverged=False,
+    )
     with pytest.raises(TrainingDiverged, match="epoch 1: member 1 .* diverged"):
         train_and_evaluate(strict, tmp_path / "strict")
 

@@ -1,4 +1,5 @@
 """Populations: one step definition over a member axis; a population of N equals N single runs."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,9 +35,12 @@ TRAIN, TEST = _split(96, 0), _split(50, 1)
 
 def _config(seeds, rates, strategy="map", **overrides):
     return tiny_config(
-        batch_size=16, eval_batch_size=16, model=SMALL_MODEL,
-        population=dict(size=len(seeds), seeds=tuple(seeds), learning_rates=tuple(rates),
-                        strategy=strategy),
+        batch_size=16,
+        eval_batch_size=16,
+        model=SMALL_MODEL,
+        population=dict(
+            size=len(seeds), seeds=tuple(seeds), learning_rates=tuple(rates), strategy=strategy
+        ),
         **overrides,
     )
 
@@ -87,7 +91,7 @@ def test_create_population_stacks_members_that_equal_single_inits():
     assert pop.step.shape == pop.diverged.shape == (2,)
     assert pop.params["conv1"]["kernel"].shape == (2, 5, 5, 1, 2)
     np.testing.assert_allclose(pop.opt_state.hyperparams["learning_rate"], RATES, rtol=1e-7)
-    for i, (seed, rate) in enumerate(zip(SEEDS, RATES)):
+    for i, (seed, rate) in enumerate(zip(SEEDS, RATES, strict=True)):
         single = member(create_population(_config([seed], [rate]), model, SHAPE), 0)
         got = member(pop, i)
         assert all(jax.tree.leaves(jax.tree.map(np.array_equal, got.params, single.params)))
@@ -105,19 +109,22 @@ def test_create_population_validates_the_input_shape():
 @pytest.mark.parametrize("strategy", ["map", "vmap"])
 def test_population_of_n_equals_n_single_runs(strategy):
     pop_state, pop_history, pop_eval = _train(_config(SEEDS, RATES, strategy))
-    for i, (seed, rate) in enumerate(zip(SEEDS, RATES)):
+    for i, (seed, rate) in enumerate(zip(SEEDS, RATES, strict=True)):
         state, history, evaluated = _train(_config([seed], [rate], strategy))
         jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a[i], b[0], rtol=2e-5, atol=2e-6),
-            pop_state.params, state.params,
+            lambda a, b, i=i: np.testing.assert_allclose(a[i], b[0], rtol=2e-5, atol=2e-6),
+            pop_state.params,
+            state.params,
         )
-        for p_m, s_m in zip(pop_history, history):
+        for p_m, s_m in zip(pop_history, history, strict=True):
             for name in ("loss", "accuracy", "grad_norm"):
                 np.testing.assert_allclose(p_m[name][i], s_m[name][0], rtol=2e-5, atol=2e-6)
         for name in ("loss", "accuracy"):
             np.testing.assert_allclose(pop_eval[name][i], evaluated[name][0], rtol=2e-5, atol=2e-6)
     # Different seeds and rates really are different members.
-    assert not np.allclose(pop_state.params["output"]["kernel"][0], pop_state.params["output"]["kernel"][1])
+    assert not np.allclose(
+        pop_state.params["output"]["kernel"][0], pop_state.params["output"]["kernel"][1]
+    )
 
 
 def test_data_order_depends_on_the_seed_and_the_epoch():
@@ -134,13 +141,19 @@ def test_step_loop_trains_like_the_scanned_epoch():
     config = _config(SEEDS, RATES)
     model = LeNet.from_config(config.model)
     key = data.epoch_key(config.seed, 1)
-    scanned, scan_metrics = make_train_epoch(config)(create_population(config, model, SHAPE), TRAIN, key)
+    scanned, scan_metrics = make_train_epoch(config)(
+        create_population(config, model, SHAPE), TRAIN, key
+    )
     state, step = create_population(config, model, SHAPE), make_train_step(config)
     losses = []
     for idx in data.epoch_indices(key, 96, 16):
         state, metrics = step(state, *data.gather(TRAIN, idx))
         losses.append(metrics["loss"])
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), state.params, scanned.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+        state.params,
+        scanned.params,
+    )
     np.testing.assert_allclose(np.mean(losses, axis=0), scan_metrics["loss"], rtol=2e-5)
     assert scan_metrics["loss"].shape == (2,)
 
@@ -154,6 +167,8 @@ def test_eval_counts_every_test_example_once():
         logits = jax.jit(model.apply)({"params": member(state, i).params}, TEST.images)
         expected_acc = np.mean(np.argmax(logits, -1) == np.asarray(TEST.labels))
         logp = jax.nn.log_softmax(logits)
-        expected_loss = -np.mean(np.take_along_axis(np.asarray(logp), np.asarray(TEST.labels)[:, None], 1))
+        expected_loss = -np.mean(
+            np.take_along_axis(np.asarray(logp), np.asarray(TEST.labels)[:, None], 1)
+        )
         np.testing.assert_allclose(evaluated["accuracy"][i], expected_acc, rtol=1e-6)
         np.testing.assert_allclose(evaluated["loss"][i], expected_loss, rtol=1e-5)

@@ -1,4 +1,5 @@
 """The pure one-model steps and the optimizer: checked against plain re-implementations."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,9 +41,15 @@ def test_train_step_is_one_sgd_step_on_the_mean_cross_entropy():
     grads = jax.jit(jax.grad(loss))(state.params)
     expected = jax.tree.map(lambda p, g: p - 0.5 * g, state.params, grads)
     new, metrics = jax.jit(train_step)(state, (x, y))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), new.params, expected)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), new.params, expected
+    )
     np.testing.assert_allclose(metrics["loss"], jax.jit(loss)(state.params), rtol=1e-6)
-    np.testing.assert_allclose(metrics["grad_norm"], np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(grads))), rtol=1e-5)
+    np.testing.assert_allclose(
+        metrics["grad_norm"],
+        np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(grads))),
+        rtol=1e-5,
+    )
     logits = jax.jit(model.apply)({"params": state.params}, x)
     np.testing.assert_allclose(metrics["accuracy"], np.mean(np.argmax(logits, -1) == y))
     assert int(new.step) == 1 and not bool(new.diverged) and bool(metrics["finite"])
@@ -53,16 +60,29 @@ def test_per_example_grads_give_the_same_update_and_their_norms():
     x, y = _batch()
     plain, _ = jax.jit(train_step)(state, (x, y))
     per_ex, metrics = jax.jit(lambda s, b: train_step(s, b, per_example_grads=True))(state, (x, y))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), per_ex.params, plain.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        per_ex.params,
+        plain.params,
+    )
 
     @jax.jit
     def grad_of_one(xi, yi):
-        return jax.grad(lambda p: jnp.sum(cross_entropy(model.apply({"params": p}, xi), yi)))(state.params)
+        return jax.grad(lambda p: jnp.sum(cross_entropy(model.apply({"params": p}, xi), yi)))(
+            state.params
+        )
 
-    norms = np.array([
-        np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(grad_of_one(x[i:i + 1], y[i:i + 1]))))
-        for i in range(x.shape[0])
-    ])
+    norms = np.array(
+        [
+            np.sqrt(
+                sum(
+                    np.sum(np.square(g))
+                    for g in jax.tree.leaves(grad_of_one(x[i : i + 1], y[i : i + 1]))
+                )
+            )
+            for i in range(x.shape[0])
+        ]
+    )
     np.testing.assert_allclose(metrics["example_grad_norm_mean"], norms.mean(), rtol=1e-5)
     np.testing.assert_allclose(metrics["example_grad_norm_max"], norms.max(), rtol=1e-5)
 
@@ -73,8 +93,11 @@ def test_a_non_finite_step_freezes_the_state_or_poisons_it_when_not_freezing():
     x = x.at[0, 0, 0, 0].set(jnp.nan)
     frozen, metrics = jax.jit(train_step)(state, (x, y))
     assert bool(frozen.diverged) and not bool(metrics["finite"])
-    chex_equal = jax.tree.map(lambda a, b: np.array_equal(a, b), (frozen.params, frozen.opt_state, frozen.step),
-                              (state.params, state.opt_state, state.step))
+    chex_equal = jax.tree.map(
+        lambda a, b: np.array_equal(a, b),
+        (frozen.params, frozen.opt_state, frozen.step),
+        (state.params, state.opt_state, state.step),
+    )
     assert all(jax.tree.leaves(chex_equal))
     # Once diverged, a member stays frozen even on a finite batch.
     again, metrics = jax.jit(train_step)(frozen, _batch(seed=2))
@@ -101,10 +124,11 @@ def test_eval_step_counts_only_masked_in_examples():
 
 # ---- optimizer: injected learning rate and schedules against plain optax --------------------
 
+
 def _run(tx, params, steps=3):
     state, trajectory = tx.init(params), []
     for i in range(steps):
-        grads = jax.tree.map(lambda p: jnp.sin(p * (i + 1)) + 0.1 * p, params)
+        grads = jax.tree.map(lambda p, i=i: jnp.sin(p * (i + 1)) + 0.1 * p, params)
         updates, state = tx.update(grads, state, params)
         params = optax.apply_updates(params, updates)
         trajectory.append(params)
@@ -112,8 +136,14 @@ def _run(tx, params, steps=3):
 
 
 PARAMS = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.array([0.5, -0.25])}
-BASE = dict(name="sgd", learning_rate=0.1, momentum=0.8, weight_decay=0.0, schedule="constant",
-            warmup_epochs=0)
+BASE = dict(
+    name="sgd",
+    learning_rate=0.1,
+    momentum=0.8,
+    weight_decay=0.0,
+    schedule="constant",
+    warmup_epochs=0,
+)
 
 
 @pytest.mark.parametrize(
@@ -124,14 +154,18 @@ BASE = dict(name="sgd", learning_rate=0.1, momentum=0.8, weight_decay=0.0, sched
         ({"name": "adam"}, optax.adam(0.1)),
         ({"name": "adamw", "weight_decay": 0.01}, optax.adamw(0.1, weight_decay=0.01)),
         ({"schedule": "cosine"}, optax.sgd(optax.cosine_decay_schedule(0.1, 4 * 2))),
-        ({"name": "adam", "schedule": "warmup_cosine", "warmup_epochs": 1},
-         optax.adam(optax.warmup_cosine_decay_schedule(0.0, 0.1, 4, 8, end_value=0.0))),
+        (
+            {"name": "adam", "schedule": "warmup_cosine", "warmup_epochs": 1},
+            optax.adam(optax.warmup_cosine_decay_schedule(0.0, 0.1, 4, 8, end_value=0.0)),
+        ),
     ],
 )
 def test_make_optimizer_matches_plain_optax(overrides, reference):
     tx = make_optimizer({**BASE, **overrides}, steps_per_epoch=4, num_epochs=2)
-    for ours, theirs in zip(_run(tx, PARAMS), _run(reference, PARAMS)):
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), ours, theirs)
+    for ours, theirs in zip(_run(tx, PARAMS), _run(reference, PARAMS), strict=True):
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), ours, theirs
+        )
 
 
 def test_sgd_weight_decay_is_l2_added_to_the_gradient():

@@ -1,4 +1,5 @@
 """A tiny, fast training config shared by the training tests."""
+
 import os
 
 import jax
@@ -61,6 +62,7 @@ def subprocess_env() -> dict[str, str]:
 def assert_identical(actual, expected) -> None:
     """Bit-identical on CPU (what the trainer promises there); on a GPU/TPU, whose reductions
     need not be deterministic, equal to float tolerance. Works on pytrees and metric records."""
+
     def check(a, b):
         if isinstance(a, (bool, str)) or a is None:
             assert a == b
