@@ -13,8 +13,13 @@ Keys (defaults in :func:`default_config`):
 * ``num_epochs``, ``batch_size``, ``eval_batch_size``.
 * ``loop``: ``"scan"`` (each epoch is one compiled ``lax.scan``; the default) or ``"step"`` (a
   jitted step called from a Python loop, so a progress bar can count steps).
-* ``data.{name, source, dir, normalize, train_limit, test_limit}``; a limit keeps a fixed
-  pseudo-random subset of that many examples (the same for every seed); 0 means all.
+* ``data.{name, source, dir, normalize, train_limit, test_limit, fallback_epochs}``; a limit
+  keeps a fixed pseudo-random subset of that many examples (the same for every seed); 0 means
+  all. When ``source="auto"`` falls back to the small bundled set (no local copy, no network),
+  ``fallback_epochs="match_steps"`` (the default) trains proportionally more epochs so the run
+  takes as many SGD steps as it would on the data set asked for: the book's recipe needs more
+  than one pass over Fashion-MNIST's 60,000 images before it leaves chance, so 10 epochs of
+  4,000 images would show a model that never learns. ``"as_configured"`` keeps ``num_epochs``.
 * ``model.*``: the fields of :class:`cnnjax.models.LeNet` (see ``LeNet.default_config()``).
 * ``optimizer.{name, learning_rate, momentum, weight_decay, schedule, warmup_epochs}``.
 * ``population.{size, seeds, learning_rates, strategy, freeze_diverged}``: ``size`` members trained
@@ -52,6 +57,7 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LOOPS = ("scan", "step")
 DATA_SOURCES = ("auto", "idx", "tfds", "bundled")
 NORMALIZATIONS = ("unit", "standardize")
+FALLBACK_EPOCHS = ("match_steps", "as_configured")
 
 
 class ConfigError(ValueError):
@@ -83,6 +89,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.normalize = "unit"
     c.data.train_limit = 0
     c.data.test_limit = 0
+    c.data.fallback_epochs = "match_steps"
 
     c.model = ml_collections.ConfigDict(LeNet.default_config())
 
@@ -258,6 +265,7 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
     data = cfg["data"]
     _check_choice("data.source", data["source"], DATA_SOURCES)
     _check_choice("data.normalize", data["normalize"], NORMALIZATIONS)
+    _check_choice("data.fallback_epochs", data["fallback_epochs"], FALLBACK_EPOCHS)
     for key in ("train_limit", "test_limit"):
         _require(data[key] >= 0, f"data.{key}", ">= 0 (0 means all)", data[key])
     if data["train_limit"]:

@@ -192,6 +192,34 @@ def _load_splits(config: ml_collections.ConfigDict):
     return dataset, train, test, {k: np.asarray(v).tolist() for k, v in stats.items()}
 
 
+def _match_fallback_steps(config: ml_collections.ConfigDict, dataset: data.Dataset,
+                          num_train: int) -> None:
+    """Scales ``num_epochs`` (in place) when ``auto`` fell back to a smaller data set.
+
+    With ``data.fallback_epochs="match_steps"`` the run then takes as many SGD steps as it would
+    have on the data set asked for (warmup epochs scale alike, so the schedule keeps its shape).
+    The resolved config written to the workdir records the epochs actually trained.
+    """
+    fell_back = config.data.source == "auto" and dataset.name != config.data.name
+    if not fell_back or config.data.fallback_epochs != "match_steps":
+        return
+    wanted = data.get_spec(config.data.name).num_train
+    if config.data.train_limit:
+        wanted = min(wanted, config.data.train_limit)
+    factor = (wanted // config.batch_size) / (num_train // config.batch_size)
+    if factor <= 1:
+        return
+    epochs = math.ceil(config.num_epochs * factor)
+    print(
+        f"fallback data: {dataset.name} has {num_train} training images, not the {wanted} of "
+        f"{config.data.name}; training {epochs} epochs instead of {config.num_epochs} so the run "
+        f"takes the same number of SGD steps (config.data.fallback_epochs='as_configured' keeps "
+        f"{config.num_epochs})"
+    )
+    config.optimizer.warmup_epochs = round(config.optimizer.warmup_epochs * factor)
+    config.num_epochs = epochs
+
+
 # --------------------------------------------------------------------------------------------
 # Reporting.
 
@@ -343,13 +371,13 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
     config = resolve_config(config)
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    dataset, train, test, stats = _load_splits(config)
+    _match_fallback_steps(config, dataset, train.images.shape[0])
     manager = checkpoint.open_manager(workdir)
     config_path = os.path.join(workdir, "config.json")
     if checkpoint.latest_epoch(manager) is not None and os.path.exists(config_path):
         with open(config_path) as f:
             _check_resumable(json.load(f), config)
-
-    dataset, train, test, stats = _load_splits(config)
     model = LeNet.from_config(config.model)
     steps_per_epoch = train.images.shape[0] // config.batch_size
     input_shape = tuple(int(d) for d in train.images.shape[1:])
