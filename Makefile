@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 
 # Real Fashion-MNIST for tests and benchmarks, when it sits beside the checkout.
-export CNNJAX_DATA_DIR ?= $(firstword $(wildcard ../shared/data/fashion_mnist))
+export CNNJAX_DATA_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/fashion_mnist)))
 
 .PHONY: venv train test test-all bench bench-ops chapter clean
 
