@@ -2,10 +2,11 @@
 import io
 import os
 import pathlib
-import socket
 
 import numpy as np
 import pytest
+
+from tests.support import go_offline
 
 SHARED_FASHION_MNIST = (
     pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion_mnist"
@@ -17,23 +18,11 @@ IDX_NAMES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
-_real_getaddrinfo = socket.getaddrinfo
-
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Makes every host name but localhost unresolvable, as on a machine without network.
-
-    This is the failure this project's offline machines show (``[Errno -2] Name or service not
-    known``); code under test meets it at the socket layer, nothing above is mocked.
-    """
-
-    def offline_getaddrinfo(host, *args, **kwargs):
-        if host in ("localhost", "127.0.0.1", "::1"):
-            return _real_getaddrinfo(host, *args, **kwargs)
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    monkeypatch.setattr(socket, "getaddrinfo", offline_getaddrinfo)
+    """No test of this package may reach the network: host names do not resolve."""
+    go_offline(monkeypatch)
 
 
 def real_fashion_mnist_dir() -> pathlib.Path:

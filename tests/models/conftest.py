@@ -1,15 +1,4 @@
-"""Model tests compile many small programs: compile them with XLA's optimisations off.
+"""Model tests compile many small programs: compile them with XLA's optimisations off."""
+from tests.support import fast_compiles_fixture
 
-The Flax ImageNet example's tests do the same. Set for this package only and restored
-afterwards, so other packages' tests and their numerics are unaffected.
-"""
-import jax
-import pytest
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _fast_compiles():
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+_fast_compiles = fast_compiles_fixture()

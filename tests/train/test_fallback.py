@@ -6,26 +6,18 @@ the number of SGD steps instead (``data.fallback_epochs="match_steps"``).
 """
 
 import json
-import socket
 
 import pytest
 
 from cnnjax.train import ConfigError, resolve_config, train_and_evaluate
+from tests.support import go_offline
 from tests.train.tiny import tiny_config
-
-_real_getaddrinfo = socket.getaddrinfo
 
 
 @pytest.fixture
 def offline_fresh_machine(monkeypatch, tmp_path):
     """No IDX directory, an empty tfds data dir, and host names that do not resolve."""
-
-    def offline_getaddrinfo(host, *args, **kwargs):
-        if host in ("localhost", "127.0.0.1", "::1"):
-            return _real_getaddrinfo(host, *args, **kwargs)
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    monkeypatch.setattr(socket, "getaddrinfo", offline_getaddrinfo)
+    go_offline(monkeypatch)
     monkeypatch.delenv("CNNJAX_DATA_DIR", raising=False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
 
