@@ -7,6 +7,8 @@
 Re-running with the same ``--workdir`` resumes from its last checkpoint.
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -39,5 +41,16 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"training diverged: {e}") from e
 
 
+def _check_overrides(argv: list[str]) -> None:
+    # Before absl parses the flags: ml_collections meets an unknown section with a traceback.
+    for arg in argv[1:]:
+        if arg.startswith("--config."):
+            try:
+                cnnjax.train.check_override(arg[len("--config."):].split("=", 1)[0])
+            except cnnjax.train.ConfigError as e:
+                raise SystemExit(f"config error: {e}") from e
+
+
 if __name__ == "__main__":
+    _check_overrides(sys.argv)
     app.run(main)

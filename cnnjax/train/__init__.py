@@ -9,7 +9,13 @@
 * :func:`make_train_epoch`, :func:`make_train_step`, :func:`make_eval_fn` -- the compiled programs.
 """
 
-from cnnjax.train.config import ConfigError, ConfigTypeError, default_config, resolve_config
+from cnnjax.train.config import (
+    ConfigError,
+    ConfigTypeError,
+    check_override,
+    default_config,
+    resolve_config,
+)
 from cnnjax.train.epoch import make_eval_fn, make_train_epoch, make_train_step
 from cnnjax.train.loop import TrainingDiverged, restore_model, train_and_evaluate
 from cnnjax.train.optim import make_optimizer
@@ -22,6 +28,7 @@ __all__ = [
     "ConfigTypeError",
     "TrainState",
     "TrainingDiverged",
+    "check_override",
     "create_population",
     "default_config",
     "eval_step",

@@ -46,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ConfigTypeError",
     "OPTIMIZERS",
+    "check_override",
     "SCHEDULES",
     "STRATEGIES",
     "default_config",
@@ -159,6 +160,25 @@ def _unknown_key_message(path: str, key: str, known: list[str]) -> str:
             f"member. Only seeds and learning_rates can; train other variants as separate runs"
         )
     return msg + f"; valid keys: {sorted(known)}"
+
+
+def check_override(dotted_key: str) -> None:
+    """Checks that a command-line override ``--config.<dotted_key>=...`` names real sections.
+
+    ``ml_collections`` fails with a bare ``KeyError`` traceback on an override below an unknown
+    key (``--config.optimiser.lr=0.1``); this names the key like :func:`resolve_config` does.
+    An unknown last component is left to :func:`resolve_config`.
+
+    Raises:
+      ConfigError: a section on the way to the last key does not exist.
+    """
+    *sections, _ = dotted_key.split(".")
+    node, path = default_config().to_dict(), ""
+    for key in sections:
+        if not isinstance(node, Mapping) or key not in node:
+            known = list(node) if isinstance(node, Mapping) else []
+            raise ConfigError(_unknown_key_message(path, key, known))
+        node, path = node[key], f"{path}.{key}" if path else key
 
 
 def _merge(path: str, value: Any, default: Any) -> Any:

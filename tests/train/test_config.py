@@ -184,6 +184,12 @@ def test_cli_rejects_unknown_key_and_wrong_type_before_training(tmp_path):
         "config error: config.optimizer: unknown key 'lr' (did you mean 'learning_rate'?)"
         in unknown.stderr
     )
+    section = _cli(tmp_path, "--config.optimiser.lr=0.1")
+    assert section.returncode != 0 and "Traceback" not in section.stderr
+    assert (
+        "config error: config: unknown key 'optimiser' (did you mean 'optimizer'?)"
+        in section.stderr
+    )
     wrong_type = _cli(tmp_path, "--config.num_epochs=2.5")
     assert wrong_type.returncode != 0
     assert "--config.num_epochs=2.5" in wrong_type.stderr
