@@ -121,7 +121,7 @@ def _records(history: dict[str, list], config: ml_collections.ConfigDict) -> lis
 
 
 def _write_metrics(
-    workdir: str, history: dict[str, list], config: ml_collections.ConfigDict
+    workdir: str, history: dict[str, list], config: ml_collections.ConfigDict, dataset_name: str
 ) -> None:
     records = _records(history, config)
     _write_atomic(
@@ -144,7 +144,7 @@ def _write_metrics(
         history,
         os.path.join(workdir, "learning_curves.png"),
         labels=labels,
-        title=f"LeNet on {config.data.name}",
+        title=f"LeNet on {dataset_name}",  # what was loaded, not what was asked for
     )
 
 
@@ -468,7 +468,7 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
                 )
                 message = f"epoch {epoch}: {who} diverged (non-finite loss or gradient)"
                 if not pop.freeze_diverged or diverged.all():
-                    _write_metrics(workdir, history, config)
+                    _write_metrics(workdir, history, config, dataset.name)
                     raise TrainingDiverged(
                         f"{message}; training stopped, the last good checkpoint is epoch "
                         f"{checkpoint.latest_epoch(manager)} in "
@@ -477,7 +477,7 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike) -> dict[str, Any
                 tqdm.write(f"warning: {message}; frozen, the other members continue")
 
             checkpoint.save(manager, epoch, state, {"epoch": epoch, "history": history})
-            _write_metrics(workdir, history, config)
+            _write_metrics(workdir, history, config, dataset.name)
             epoch_bar.update()
     finally:
         epoch_bar.close()
