@@ -21,6 +21,7 @@ machine's measured matmul peak (float32 2048x2048 ``jnp.dot``) that the training
 and each variant's compile time. Runs unchanged on CPU and GPU (on GPU, ``--steps`` defaults to a
 whole Fashion-MNIST epoch and the populations to 8,64).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ IMAGE_SHAPE = (28, 28, 1)
 class Variant:
     name: str
     run: Callable[[], None]
-    examples: int          # examples (times models, for populations) per run()
+    examples: int  # examples (times models, for populations) per run()
     compile_s: float | None = None
     times: list[float] = dataclasses.field(default_factory=list)
 
@@ -65,7 +66,7 @@ def device_description() -> str:
         model = platform.processor() or platform.machine()
         try:
             with open("/proc/cpuinfo") as f:
-                model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+                model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
         except (OSError, StopIteration):
             pass
         return f"cpu: {model}, {os.cpu_count()} cores"
@@ -111,24 +112,35 @@ def timed_compile(fn, *args):
     return compiled, time.perf_counter() - t
 
 
-def cnnjax_train_variant(name, images, labels, steps, batch_size, *, population=1,
-                         strategy="auto", conv_impl="auto", loop="scan") -> Variant:
+def cnnjax_train_variant(
+    name,
+    images,
+    labels,
+    steps,
+    batch_size,
+    *,
+    population=1,
+    strategy="auto",
+    conv_impl="auto",
+    loop="scan",
+) -> Variant:
     config = make_config(population, strategy, conv_impl, batch_size)
     model = LeNet.from_config(config.model)
     holder = {"state": train.create_population(config, model, IMAGE_SHAPE)}
     n = steps * batch_size
     split = data.to_device(images[:n], labels[:n])
     if loop == "scan":
-        fn, compile_s = timed_compile(train.make_train_epoch(config), holder["state"], split,
-                                      data.epoch_key(0, 0))
+        fn, compile_s = timed_compile(
+            train.make_train_epoch(config), holder["state"], split, data.epoch_key(0, 0)
+        )
         keys = iter(range(1, 1 << 30))
 
         def run():
             holder["state"], metrics = fn(holder["state"], split, data.epoch_key(0, next(keys)))
             jax.block_until_ready(metrics)
     else:
-        xs = [split.images[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
-        ys = [split.labels[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+        xs = [split.images[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+        ys = [split.labels[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
         fn, compile_s = timed_compile(train.make_train_step(config), holder["state"], xs[0], ys[0])
 
         def run():
@@ -145,7 +157,7 @@ def cnnjax_forward_variant(images, steps, batch_size) -> Variant:
     model = LeNet()
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *IMAGE_SHAPE)))
     x = jnp.asarray(images[: steps * batch_size])
-    batches = [x[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+    batches = [x[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
     fn, compile_s = timed_compile(jax.jit(model.apply), params, batches[0])
 
     def run():
@@ -160,15 +172,22 @@ def main(argv=None) -> int:
     on_cpu = jax.default_backend() == "cpu"
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--steps", type=int, default=20 if on_cpu else 234,
-                   help="training steps per timed run (GPU default: one Fashion-MNIST epoch)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=20 if on_cpu else 234,
+        help="training steps per timed run (GPU default: one Fashion-MNIST epoch)",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--populations", default="8,32" if on_cpu else "8,64")
     p.add_argument("--forward-batch", type=int, default=1024)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch yardstick")
-    p.add_argument("--compare-impl", default="lax" if on_cpu else "toeplitz",
-                   help="conv implementation to compare 'auto' against, for the single model and the "
-                        "largest population ('' to skip); default: the one 'auto' does not pick here")
+    p.add_argument(
+        "--compare-impl",
+        default="lax" if on_cpu else "toeplitz",
+        help="conv implementation to compare 'auto' against, for the single model and the "
+        "largest population ('' to skip); default: the one 'auto' does not pick here",
+    )
     p.add_argument("--out", default="", help="write the results as JSON here")
     args = p.parse_args(argv)
 
@@ -189,36 +208,76 @@ def main(argv=None) -> int:
     torch_ok = not args.no_torch and _torch_lenet.available()
     if torch_ok:
         dev = "cuda" if (not on_cpu and _cuda_available()) else "cpu"
-        variants.append(Variant(f"PyTorch eager ({dev})",
-                                _torch_lenet.make_train(images, labels, bs, steps, dev), steps * bs))
+        variants.append(
+            Variant(
+                f"PyTorch eager ({dev})",
+                _torch_lenet.make_train(images, labels, bs, steps, dev),
+                steps * bs,
+            )
+        )
     variants.append(cnnjax_train_variant("cnnjax epoch scan", images_u8, labels, steps, bs))
-    variants.append(cnnjax_train_variant("cnnjax step loop", images_u8, labels, steps, bs, loop="step"))
+    variants.append(
+        cnnjax_train_variant("cnnjax step loop", images_u8, labels, steps, bs, loop="step")
+    )
     if args.compare_impl:
-        variants.append(cnnjax_train_variant(f"cnnjax epoch scan, {args.compare_impl} convs",
-                                             images_u8, labels, steps, bs,
-                                             conv_impl=args.compare_impl))
+        variants.append(
+            cnnjax_train_variant(
+                f"cnnjax epoch scan, {args.compare_impl} convs",
+                images_u8,
+                labels,
+                steps,
+                bs,
+                conv_impl=args.compare_impl,
+            )
+        )
     default_strategy = train.resolve_strategy("auto")
     other = "vmap" if default_strategy == "map" else "map"
     for k in populations:
         # Fewer steps for big populations keep each timed run short; rates are per example.
         pop_steps = max(2, steps * 8 // k) if on_cpu else steps
-        variants.append(cnnjax_train_variant(
-            f"cnnjax population {k} ({default_strategy})", images_u8, labels, pop_steps, bs,
-            population=k))
+        variants.append(
+            cnnjax_train_variant(
+                f"cnnjax population {k} ({default_strategy})",
+                images_u8,
+                labels,
+                pop_steps,
+                bs,
+                population=k,
+            )
+        )
         if k == populations[0]:
-            variants.append(cnnjax_train_variant(
-                f"cnnjax population {k} ({other})", images_u8, labels, pop_steps, bs,
-                population=k, strategy=other))
+            variants.append(
+                cnnjax_train_variant(
+                    f"cnnjax population {k} ({other})",
+                    images_u8,
+                    labels,
+                    pop_steps,
+                    bs,
+                    population=k,
+                    strategy=other,
+                )
+            )
         if args.compare_impl and k == populations[-1]:
-            variants.append(cnnjax_train_variant(
-                f"cnnjax population {k} ({default_strategy}), {args.compare_impl}", images_u8,
-                labels, pop_steps, bs, population=k, conv_impl=args.compare_impl))
+            variants.append(
+                cnnjax_train_variant(
+                    f"cnnjax population {k} ({default_strategy}), {args.compare_impl}",
+                    images_u8,
+                    labels,
+                    pop_steps,
+                    bs,
+                    population=k,
+                    conv_impl=args.compare_impl,
+                )
+            )
     fwd_steps = max(2, steps * bs // args.forward_batch)
     if torch_ok:
-        variants.append(Variant(
-            f"PyTorch forward (b={args.forward_batch})",
-            _torch_lenet.make_forward(images, args.forward_batch, fwd_steps, dev),
-            fwd_steps * args.forward_batch))
+        variants.append(
+            Variant(
+                f"PyTorch forward (b={args.forward_batch})",
+                _torch_lenet.make_forward(images, args.forward_batch, fwd_steps, dev),
+                fwd_steps * args.forward_batch,
+            )
+        )
     variants.append(cnnjax_forward_variant(images, fwd_steps, args.forward_batch))
 
     for v in variants:  # warm-up: first runs pay allocation and thread start-up
@@ -252,40 +311,58 @@ def main(argv=None) -> int:
         }
         rows.append(row)
 
-    header = f"{'variant':<38} {'median/s':>11} {'min':>10} {'max':>10} {'x torch':>8} {'x single':>9} {'%peak':>6} {'compile':>8}"
+    header = (
+        f"{'variant':<38} {'median/s':>11} {'min':>10} {'max':>10} {'x torch':>8} "
+        f"{'x single':>9} {'%peak':>6} {'compile':>8}"
+    )
     print()
-    print(f"LeNet, batch {bs} (forward: {args.forward_batch}), {args.repeats} repeats, "
-          f"{steps} steps/run; {device_description()}")
+    print(
+        f"LeNet, batch {bs} (forward: {args.forward_batch}), {args.repeats} repeats, "
+        f"{steps} steps/run; {device_description()}"
+    )
     print(header)
     print("-" * len(header))
     fmt = lambda x, f: "" if x is None else format(x, f)  # noqa: E731
     for row in rows:
-        print(f"{row['variant']:<38} {row['median']:>11,.0f} {row['min']:>10,.0f} {row['max']:>10,.0f} "
-              f"{fmt(row['vs_torch'], '.2f'):>8} {fmt(row['vs_single'], '.2f'):>9} "
-              f"{fmt(row['peak_fraction'] and 100 * row['peak_fraction'], '.0f'):>6} "
-              f"{fmt(row['compile_s'], '.1f'):>7}s")
+        print(
+            f"{row['variant']:<38} {row['median']:>11,.0f} {row['min']:>10,.0f} "
+            f"{row['max']:>10,.0f} "
+            f"{fmt(row['vs_torch'], '.2f'):>8} {fmt(row['vs_single'], '.2f'):>9} "
+            f"{fmt(row['peak_fraction'] and 100 * row['peak_fraction'], '.0f'):>6} "
+            f"{fmt(row['compile_s'], '.1f'):>7}s"
+        )
     scan, step = med["cnnjax epoch scan"], med["cnnjax step loop"]
-    print(f"\nscan / step loop: {scan / step:.2f}; training FLOPs/example {flops / 1e6:.2f} M; "
-          f"matmul peak {peak:.0f} GFLOP/s; jax {jax.__version__}"
-          + (f"; {_torch_lenet.version()}" if torch_ok else ""))
+    print(
+        f"\nscan / step loop: {scan / step:.2f}; training FLOPs/example {flops / 1e6:.2f} M; "
+        f"matmul peak {peak:.0f} GFLOP/s; jax {jax.__version__}"
+        + (f"; {_torch_lenet.version()}" if torch_ok else "")
+    )
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
-            json.dump({
-                "device": device_description(),
-                "jax": jax.__version__,
-                "torch": _torch_lenet.version() if torch_ok else None,
-                "date": time.strftime("%Y-%m-%d"),
-                "batch_size": bs, "steps": steps, "repeats": args.repeats,
-                "matmul_peak_gflops": peak, "train_flops_per_example": flops,
-                "rows": rows,
-            }, f, indent=2)
+            json.dump(
+                {
+                    "device": device_description(),
+                    "jax": jax.__version__,
+                    "torch": _torch_lenet.version() if torch_ok else None,
+                    "date": time.strftime("%Y-%m-%d"),
+                    "batch_size": bs,
+                    "steps": steps,
+                    "repeats": args.repeats,
+                    "matmul_peak_gflops": peak,
+                    "train_flops_per_example": flops,
+                    "rows": rows,
+                },
+                f,
+                indent=2,
+            )
         print(f"wrote {args.out}")
     return 0
 
 
 def _cuda_available() -> bool:
     import torch
+
     return torch.cuda.is_available()
 
 
