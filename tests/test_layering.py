@@ -1,0 +1,22 @@
+"""The package's layering: a layer never imports one above it (ops -> models -> data/train)."""
+import subprocess
+import sys
+
+import pytest
+
+# Each layer and the layers it must not pull in, directly or indirectly.
+FORBIDDEN = {
+    "cnnjax.ops": ("cnnjax.models", "cnnjax.data", "cnnjax.train"),
+    "cnnjax.models": ("cnnjax.data", "cnnjax.train"),
+    "cnnjax.data": ("cnnjax.models", "cnnjax.train"),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_a_layer_imports_nothing_above_it(layer):
+    code = (
+        f"import sys, {layer}; "
+        f"print(sorted(m for m in sys.modules if m.startswith({FORBIDDEN[layer]!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", f"{layer} imports {out.stdout.strip()}"
