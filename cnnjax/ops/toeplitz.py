@@ -41,11 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["toeplitz_conv2d", "use_toeplitz"]
+__all__ = ["auto_tile", "toeplitz_conv2d", "use_toeplitz"]
 
 # "auto" thresholds, from the measurements in use_toeplitz's docstring.
 _MAX_STARVATION = 18.0
 _MAX_WEIGHT_ENTRIES = 2**20
+# auto_tile's minimum GEMM output width, from the measurements in the module docstring.
+_MIN_TILE_OUTPUTS = 24
 
 
 def _out_size(n: int, k: int, stride: int, pad: tuple[int, int], dilation: int) -> int:
@@ -69,6 +71,7 @@ def toeplitz_conv2d(
     stride: tuple[int, int],
     padding: tuple[tuple[int, int], tuple[int, int]],
     dilation: tuple[int, int],
+    tile: int | None = None,
 ) -> jax.Array:
     """Cross-correlation of NHWC ``x`` with HWIO ``w`` as one block-Toeplitz GEMM.
 
@@ -82,12 +85,18 @@ def toeplitz_conv2d(
       stride: (sh, sw), each >= 1.
       padding: ((top, bottom), (left, right)), each >= 0.
       dilation: (dh, dw), each >= 1.
+      tile: output columns per width tile, >= 1; None picks :func:`auto_tile`. ``tile >= Wo``
+        is the full-width form; a tile that does not divide Wo pads the input on the right
+        so the last tile is whole, and crops the output.
 
     Returns:
       (N, Ho, Wo, O) with ``Ho = (H + top + bottom - dh*(kh-1) - 1) // sh + 1`` (likewise Wo), in
       the dtype ``jnp.matmul`` gives for ``x`` and ``w``.
 
-    Arguments are not validated here: the public ``conv2d`` does that before dispatching.
+    Raises:
+      ValueError: ``tile`` < 1. Other arguments are not validated here: the public ``conv2d``
+      does that before dispatching.
+
     Jit-, grad- and vmap-safe (the selector is a trace-time constant of the static shapes).
     """
     n, h, w_in, c = x.shape
@@ -95,24 +104,67 @@ def toeplitz_conv2d(
     (sh, sw), (dh, dw) = stride, dilation
     ho = _out_size(h, kh, sh, padding[0], dh)
     wo = _out_size(w_in, kw, sw, padding[1], dw)
-    # Rows and columns past the last one the kernel reaches are never read: drop them so the
-    # GEMM's contraction (and the Toeplitz weight) are no larger than needed.
+    if tile is None:
+        tile = auto_tile(wo, kw, o, stride=sw, dilation=dw, backend=jax.default_backend())
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+        raise ValueError(f"toeplitz_conv2d: tile must be an int >= 1 or None, got {tile!r}")
+    tile = min(int(tile), wo)
+    n_tiles = -(-wo // tile)
+    # Input columns one tile of output columns reads, and the step between tiles.
+    wt = (tile - 1) * sw + (kw - 1) * dw + 1
+    step = tile * sw
+    # Rows and columns past the last one the kernel reaches are never read: crop them so the
+    # GEMM's contraction is no larger than needed; pad on the right if the last tile overhangs.
     hu = (ho - 1) * sh + (kh - 1) * dh + 1
-    wu = (wo - 1) * sw + (kw - 1) * dw + 1
-    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))[:, :hu, :wu, :]
+    wu = (n_tiles - 1) * step + wt
+    (top, bottom), (left, right) = padding
+    right += max(0, wu - (left + w_in + right))
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))[:, :hu, :wu, :]
 
-    bands = jnp.stack(
-        [xp[:, i * dh : i * dh + (ho - 1) * sh + 1 : sh] for i in range(kh)], axis=2
-    )  # (N, Ho, kh, Wu, C)
-    lhs = bands.reshape(n * ho, kh * wu * c)
+    bands = [xp[:, i * dh : i * dh + (ho - 1) * sh + 1 : sh] for i in range(kh)]
+    # (N, Ho, n_tiles, kh, Wt, C): tile t of band i is columns [t*step, t*step + Wt).
+    patches = jnp.stack(
+        [jnp.stack([b[:, :, t * step : t * step + wt] for b in bands], axis=2)
+         for t in range(n_tiles)],
+        axis=2,
+    )
+    lhs = patches.reshape(n * ho * n_tiles, kh * wt * c)
 
-    sel = jnp.asarray(_selector(kw, wu, wo, sw, dw), dtype=w.dtype)
+    sel = jnp.asarray(_selector(kw, wt, tile, sw, dw), dtype=w.dtype)
     # Each entry of T copies at most one kernel value, so HIGHEST only keeps the copy exact on
     # backends whose default matmul precision rounds (TPU bf16 passes); it costs nothing here.
     toeplitz = jnp.einsum("jpq,ijco->ipcqo", sel, w, precision=lax.Precision.HIGHEST)
-    rhs = toeplitz.reshape(kh * wu * c, wo * o)
+    rhs = toeplitz.reshape(kh * wt * c, tile * o)
 
-    return jnp.matmul(lhs, rhs).reshape(n, ho, wo, o)
+    y = jnp.matmul(lhs, rhs).reshape(n, ho, n_tiles * tile, o)
+    return y[:, :, :wo] if n_tiles * tile != wo else y
+
+
+def auto_tile(
+    wo: int, kw: int, o: int, *, stride: int, dilation: int, backend: str
+) -> int:
+    """Output columns per width tile that :func:`toeplitz_conv2d` uses when ``tile=None``.
+
+    Args: the output width ``wo``, kernel width ``kw``, output channels ``o``, horizontal
+    ``stride`` and ``dilation``, and ``backend`` as ``jax.default_backend()`` names it.
+
+    Off CPU, the full width ``wo`` (the form measured on GPU). On CPU, the smallest divisor
+    ``T`` of ``wo`` with
+
+    * ``T * stride >= (kw - 1) * dilation``: a tile advances at least as far as neighbouring
+      tiles overlap, so no input column is copied into more than two tiles and the band
+      matrix (and, for an input gradient, the scatter-add back from it) stays small;
+    * ``T * o >= 24``: the GEMM's output width fills AVX-512 registers.
+
+    ``wo`` itself when no smaller divisor qualifies. See the module docstring for the
+    measurements behind both bounds.
+    """
+    if backend != "cpu":
+        return wo
+    for t in range(1, wo):
+        if wo % t == 0 and t * stride >= (kw - 1) * dilation and t * o >= _MIN_TILE_OUTPUTS:
+            return t
+    return wo
 
 
 def use_toeplitz(
