@@ -13,6 +13,14 @@ is the implementation. For x (N, H, W, C) padded to (N, Hp, Wp, C):
    differentiable parameter.
 3. One GEMM ``X @ T`` of shape ``(N*Ho, Wo*O)``, reshaped to ``(N, Ho, Wo, O)``.
 
+Width tiles (``tile=T``). The full-width ``T`` spends ``Wu/kw`` times a direct conv's FLOPs,
+most of them on the zeros of the Toeplitz weight. Cutting the output width into tiles of ``T``
+columns, each reading ``Wt = (T-1)*sw + (kw-1)*dw + 1`` input columns, makes every tile the same
+small problem: ``X`` becomes ``(N*Ho*Wo/T, kh*Wt*C)`` (tiles overlap by ``(kw-1)*dw`` columns,
+which are copied into both), the weight ``(kh*Wt*C, T*O)`` is shared by all tiles, and the
+FLOP blow-up drops to ``Wt/kw``. ``T = Wo`` is the full-width form, ``T = 1`` plain im2col.
+Small tiles trade FLOPs for a thinner GEMM and a larger ``X``; :func:`auto_tile` picks ``T``.
+
 Autodiff of slices, an einsum and a dot gives only pads, adds and GEMMs: no convolution op
 appears in the forward or backward program.
 
@@ -21,12 +29,35 @@ convs contract kh*kw*C = 25 / 150 values into O = 6 / 16 outputs, and XLA:CPU ru
 backward convolutions slowly (slower still inside ``lax.scan``). The Toeplitz form spends
 ``Wu/kw`` times the direct conv's FLOPs (LeNet: 6.4x and 2.8x) on one large GEMM per conv
 (batch 256: conv1 7168x160 @ 160x168, conv2 2560x420 @ 420x160) that runs near the matmul peak.
-Measured on the project's 2-core CPU (jax 0.10.2, batch 256, quiet run): LeNet conv1 forward
-3.0 ms (~128 GFLOP/s) against lax's 10.3 ms (~6 GFLOP/s), forward + both gradients 8.4 vs
-37.5 ms; conv2 forward 2.7 vs 2.1 ms (lax wins), forward + both gradients 7.8 vs 19.3 ms; a
+Measured on the project's 2-core CPU (jax 0.10.2, batch 256, quiet run, full width): LeNet conv1
+forward 3.0 ms (~128 GFLOP/s) against lax's 10.3 ms (~6 GFLOP/s), forward + both gradients 8.4
+vs 37.5 ms; conv2 forward 2.7 vs 2.1 ms (lax wins), forward + both gradients 7.8 vs 19.3 ms; a
 whole LeNet SGD step 19.2 vs 39.2 ms (2.0x). See :func:`use_toeplitz` for the shapes where it
-loses. On a GPU the same holds for different reasons: LeNet's convs are far too small to fill
-it, so each step is bound by kernel launches and cuDNN's small-channel kernels, while one GEMM
+loses (measured at full width; tiling only makes the convs it picks faster).
+
+Width tiles, measured on a later, ~2x faster 2-core CPU (AMD EPYC, AVX-512; shared and noisy, so
+ratios within one interleaved run, medians of 7): a bare LeNet SGD step (20 steps in one
+``lax.scan``, batch 256) and the forward pass (batch 1024), examples/s relative to full width::
+
+    conv1 T   conv2 T   FLOP blow-up   train   forward
+    28        10        6.4 / 2.8      1.00    1.00
+    14        5         3.6 / 1.8      1.14
+    7         10        2.2 / 2.8              1.14
+    7         5         2.2 / 1.8      1.11    1.27
+    4         10        1.6 / 2.8      1.18
+    4         5         1.6 / 1.8      1.20    1.13    auto_tile
+    4         2         1.6 / 1.2              1.06
+    4         lax                              1.14
+    4         4 (3 tiles, 2 padded cols)  1.00
+    2         5         1.2 / 1.8      1.04
+
+An earlier run gave conv2 T=2 (with conv1 T=4) 0.97 in training. Tiles narrower than the
+kernel's overlap (conv2 T=2: an input column lands in up to 3 tiles) lose: the band matrix
+grows, and with it the scatter-add that turns its gradient into the input gradient, an
+elementwise fusion that costs about as much as one of conv2's GEMMs. Lax convs: 0.16x.
+
+On a GPU the same holds for different reasons: LeNet's convs are far too small to fill it, so
+each step is bound by kernel launches and cuDNN's small-channel kernels, while one GEMM
 per conv (and per population under ``vmap``, a batched GEMM instead of a grouped conv) keeps the
 step short. Measured on one H100 (jax 0.11.2, book LeNet, batch 256, whole epoch in
 ``lax.scan``): 1.13 M examples/s with Toeplitz convs against 0.81 M with cuDNN convs; a
@@ -94,7 +125,7 @@ def toeplitz_conv2d(
       the dtype ``jnp.matmul`` gives for ``x`` and ``w``.
 
     Raises:
-      ValueError: ``tile`` < 1. Other arguments are not validated here: the public ``conv2d``
+      TypeError: ``tile`` not an int or None. ValueError: ``tile`` < 1. Other arguments are not validated here: the public ``conv2d``
       does that before dispatching.
 
     Jit-, grad- and vmap-safe (the selector is a trace-time constant of the static shapes).
@@ -106,8 +137,10 @@ def toeplitz_conv2d(
     wo = _out_size(w_in, kw, sw, padding[1], dw)
     if tile is None:
         tile = auto_tile(wo, kw, o, stride=sw, dilation=dw, backend=jax.default_backend())
-    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
-        raise ValueError(f"toeplitz_conv2d: tile must be an int >= 1 or None, got {tile!r}")
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)):
+        raise TypeError(f"toeplitz_conv2d: tile must be an int or None, got {tile!r}")
+    if tile < 1:
+        raise ValueError(f"toeplitz_conv2d: tile must be >= 1, got {tile}")
     tile = min(int(tile), wo)
     n_tiles = -(-wo // tile)
     # Input columns one tile of output columns reads, and the step between tiles.

@@ -101,10 +101,11 @@ def test_every_tile_matches_lax_strided_dilated(tile):
     _assert_matches_lax((2, 9, 9, 3), (3, 2, 3, 4), _STRIDED, tile, seed=7)
 
 
-@pytest.mark.parametrize("tile", [0, -1, 2.0, True])
-def test_rejects_bad_tile(tile):
+@pytest.mark.parametrize("tile,error", [(0, ValueError), (-1, ValueError), (2.0, TypeError),
+                                        (True, TypeError)])
+def test_rejects_bad_tile(tile, error):
     x, w = jnp.zeros((1, 6, 6, 1)), jnp.zeros((3, 3, 1, 2))
-    with pytest.raises(ValueError, match="tile"):
+    with pytest.raises(error, match="tile"):
         toeplitz_conv2d(x, w, **_LENET_CONV2, tile=tile)
 
 
