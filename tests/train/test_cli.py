@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cnnjax.train import restore_model
-from tests.train.tiny import assert_identical, subprocess_env, tiny_cli_args
+from tests.train.tiny import assert_identical, read_metrics, subprocess_env, tiny_cli_args
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Long enough epochs (64 steps) that a kill lands mid-run, still a few seconds in all.
@@ -22,17 +22,8 @@ def _command(workdir):
     return [sys.executable, "scripts/train.py", *tiny_cli_args(workdir), *ARGS]
 
 
-def _metrics(workdir):
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines]
-    for r in records:
-        r.pop("epoch_time_s")
-    return records
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("cli") / "run"
+def _train(workdir) -> str:
+    """Runs the CLI to completion; returns its stdout."""
     proc = subprocess.run(
         _command(workdir),
         cwd=ROOT,
@@ -42,7 +33,13 @@ def uninterrupted(tmp_path_factory):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir, proc.stdout
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cli") / "run"
+    return workdir, _train(workdir)
 
 
 def test_cli_trains_and_writes_all_outputs(uninterrupted):
@@ -65,7 +62,7 @@ def test_cli_trains_and_writes_all_outputs(uninterrupted):
     assert any("examples/s on cpu" in line for line in lines)
     with open(workdir / "config.json") as f:
         assert json.load(f)["num_epochs"] == 4
-    assert len(_metrics(workdir)) == 4
+    assert len(read_metrics(workdir)) == 4
 
 
 def test_sigkilled_run_resumes_to_identical_params_and_metrics(uninterrupted, tmp_path):
@@ -87,15 +84,6 @@ def test_sigkilled_run_resumes_to_identical_params_and_metrics(uninterrupted, tm
     done = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     assert 1 <= max(done) < 4
 
-    resumed = subprocess.run(
-        _command(workdir),
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming after epoch {max(done)}" in resumed.stdout
-    assert_identical(_metrics(workdir), _metrics(reference))
+    assert f"resuming after epoch {max(done)}" in _train(workdir)
+    assert_identical(read_metrics(workdir), read_metrics(reference))
     assert_identical(restore_model(workdir)[1], restore_model(reference)[1])

@@ -9,7 +9,7 @@ import pytest
 
 from cnnjax.train import ConfigError, TrainingDiverged, restore_model, train_and_evaluate
 from cnnjax.train.checkpoint import latest_epoch, open_manager
-from tests.train.tiny import assert_identical, tiny_config
+from tests.train.tiny import assert_identical, read_metrics, tiny_config
 
 METRICS = (
     "train_loss",
@@ -21,14 +21,6 @@ METRICS = (
     "param_norm",
     "diverged",
 )
-
-
-def _records(workdir):
-    with open(workdir / "metrics.jsonl") as f:
-        records = [json.loads(line) for line in f]
-    for r in records:
-        r.pop("epoch_time_s")
-    return records
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +45,7 @@ def test_run_writes_every_output(reference, capsys):
     with open(workdir / "config.json") as f:
         saved = json.load(f)
     assert saved["population"]["seeds"] == [0] and saved["data"]["train_limit"] == 256
-    records = _records(workdir)
+    records = read_metrics(workdir)
     assert [r["epoch"] for r in records] == [1, 2]
     csv_lines = (workdir / "metrics.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 3 and csv_lines[0].startswith("epoch,member,seed,learning_rate")
@@ -74,7 +66,7 @@ def test_run_writes_every_output(reference, capsys):
 def test_same_config_gives_identical_results(reference, tmp_path):
     workdir, _ = reference
     train_and_evaluate(tiny_config(), tmp_path)
-    assert_identical(_records(tmp_path), _records(workdir))
+    assert_identical(read_metrics(tmp_path), read_metrics(workdir))
     assert_identical(restore_model(tmp_path)[1], restore_model(workdir)[1])
 
 
@@ -83,7 +75,7 @@ def test_resumed_run_equals_the_uninterrupted_one(reference, tmp_path, capsys):
     train_and_evaluate(tiny_config(num_epochs=1), tmp_path)
     resumed = train_and_evaluate(tiny_config(num_epochs=2), tmp_path)
     assert "resuming after epoch 1" in capsys.readouterr().out
-    assert_identical(_records(tmp_path), _records(workdir))
+    assert_identical(read_metrics(tmp_path), read_metrics(workdir))
     assert_identical({k: resumed[k] for k in METRICS}, {k: result[k] for k in METRICS})
     model, params = restore_model(tmp_path)
     assert_identical(params, restore_model(workdir)[1])
@@ -116,7 +108,7 @@ def test_divergence_stops_naming_member_epoch_and_rate_and_keeps_the_checkpoint(
     manager.close()
     _, params = restore_model(tmp_path)
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
-    records = _records(tmp_path)
+    records = read_metrics(tmp_path)
     assert records[-1]["epoch"] == 1 and records[-1]["diverged"] is True
 
 
@@ -147,10 +139,10 @@ def test_step_loop_with_per_example_grads_trains_like_the_scan(reference, tmp_pa
     workdir, _ = reference
     config = tiny_config(num_epochs=1, loop="step", per_example_grads=True)
     result = train_and_evaluate(config, tmp_path)
-    expected = _records(workdir)[0]
+    expected = read_metrics(workdir)[0]
     for name in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "param_norm"):
         np.testing.assert_allclose(result[name][0], expected[name], rtol=1e-4)
-    record = _records(tmp_path)[0]
+    record = read_metrics(tmp_path)[0]
     assert 0 < record["example_grad_norm_mean"] <= record["example_grad_norm_max"]
     # The mean of per-example gradients has a norm no larger than their mean norm.
     assert record["grad_norm"] <= record["example_grad_norm_mean"] * (1 + 1e-5)

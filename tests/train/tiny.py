@@ -1,5 +1,6 @@
 """A tiny, fast training config shared by the training tests."""
 
+import json
 import os
 
 import jax
@@ -49,6 +50,15 @@ def tiny_cli_args(workdir, *extra: str) -> list[str]:
         "--config.progress=False",
         *extra,
     ]
+
+
+def read_metrics(workdir) -> list[dict]:
+    """A run's ``metrics.jsonl`` records, less the wall-clock field (it never repeats)."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    for r in records:
+        r.pop("epoch_time_s")
+    return records
 
 
 def subprocess_env() -> dict[str, str]:
