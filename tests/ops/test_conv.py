@@ -62,33 +62,22 @@ def test_conv2d_bfloat16_within_looser_tolerance(impl, data):
     _check_case(data.draw(h.conv_cases(rank=2, max_groups=_max_groups(impl))), impl, jnp.bfloat16)
 
 
+@pytest.mark.parametrize(
+    "rank,op,reference,max_groups",
+    [(1, ops.conv1d, ref.conv1d, 3), (3, ops.conv3d, ref.conv3d, 2)],
+    ids=["conv1d", "conv3d"],
+)
 @h.FEW
-@given(case=h.conv_cases(rank=1))
-def test_conv1d_equals_reference(case):
-    x_shape, w_shape, kw, _, with_bias, seed = case
-    rng = np.random.default_rng(seed)
-    x, w = h.random(rng, x_shape), h.random(rng, w_shape)
-    b = h.random(rng, w_shape[-1:]) if with_bias else None
-    h.assert_close_to_reference(
-        ops.conv1d(x, w, b, **kw),
-        ref.conv1d(x, w, b, **kw),
-        _abs_reference(x, w, b, **kw),
-        jnp.float32,
+@given(data=st.data())
+def test_conv1d_and_conv3d_equal_reference(rank, op, reference, max_groups, data):
+    x_shape, w_shape, kw, _, with_bias, seed = data.draw(
+        h.conv_cases(rank=rank, max_groups=max_groups)
     )
-
-
-@h.FEW
-@given(case=h.conv_cases(rank=3, max_groups=2))
-def test_conv3d_equals_reference(case):
-    x_shape, w_shape, kw, _, with_bias, seed = case
     rng = np.random.default_rng(seed)
     x, w = h.random(rng, x_shape), h.random(rng, w_shape)
     b = h.random(rng, w_shape[-1:]) if with_bias else None
     h.assert_close_to_reference(
-        ops.conv3d(x, w, b, **kw),
-        ref.conv3d(x, w, b, **kw),
-        _abs_reference(x, w, b, **kw),
-        jnp.float32,
+        op(x, w, b, **kw), reference(x, w, b, **kw), _abs_reference(x, w, b, **kw), jnp.float32
     )
 
 

@@ -11,7 +11,13 @@ import time
 import pytest
 
 from cnnjax.train import restore_model
-from tests.train.tiny import assert_identical, read_metrics, subprocess_env, tiny_cli_args
+from tests.train.tiny import (
+    RUN_OUTPUTS,
+    assert_identical,
+    read_metrics,
+    subprocess_env,
+    tiny_cli_args,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Long enough epochs (64 steps) that a kill lands mid-run, still a few seconds in all.
@@ -44,14 +50,7 @@ def uninterrupted(tmp_path_factory):
 
 def test_cli_trains_and_writes_all_outputs(uninterrupted):
     workdir, stdout = uninterrupted
-    for name in (
-        "config.json",
-        "run.json",
-        "metrics.jsonl",
-        "metrics.csv",
-        "learning_curves.png",
-        "summary.json",
-    ):
+    for name in RUN_OUTPUTS:
         assert (workdir / name).is_file(), name
     assert (
         sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())[-1] == "4"

@@ -9,7 +9,7 @@ import pytest
 
 from cnnjax.train import ConfigError, TrainingDiverged, restore_model, train_and_evaluate
 from cnnjax.train.checkpoint import latest_epoch, open_manager
-from tests.train.tiny import assert_identical, read_metrics, tiny_config
+from tests.train.tiny import RUN_OUTPUTS, assert_identical, read_metrics, tiny_config
 
 METRICS = (
     "train_loss",
@@ -32,14 +32,7 @@ def reference(tmp_path_factory):
 
 def test_run_writes_every_output(reference, capsys):
     workdir, result = reference
-    for name in (
-        "config.json",
-        "run.json",
-        "metrics.jsonl",
-        "metrics.csv",
-        "learning_curves.png",
-        "summary.json",
-    ):
+    for name in RUN_OUTPUTS:
         assert (workdir / name).stat().st_size > 0, name
     assert (workdir / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(workdir / "config.json") as f:

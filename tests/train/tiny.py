@@ -52,6 +52,17 @@ def tiny_cli_args(workdir, *extra: str) -> list[str]:
     ]
 
 
+# Every file a finished run leaves in its workdir, besides checkpoints/.
+RUN_OUTPUTS = (
+    "config.json",
+    "run.json",
+    "metrics.jsonl",
+    "metrics.csv",
+    "learning_curves.png",
+    "summary.json",
+)
+
+
 def read_metrics(workdir) -> list[dict]:
     """A run's ``metrics.jsonl`` records, less the wall-clock field (it never repeats)."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
