@@ -20,6 +20,8 @@ train: venv
 	$(PY) scripts/train.py --config configs/lenet.py --workdir runs/lenet
 
 test: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 bench-ops: venv

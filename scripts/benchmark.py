@@ -165,7 +165,7 @@ def cnnjax_forward_variant(images, steps, batch_size) -> Variant:
             out = fn(params, b)
         out.block_until_ready()
 
-    return Variant("cnnjax forward (b=%d)" % batch_size, run, steps * batch_size, compile_s)
+    return Variant(f"cnnjax forward (b={batch_size})", run, steps * batch_size, compile_s)
 
 
 def main(argv=None) -> int:

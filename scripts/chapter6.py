@@ -13,6 +13,7 @@ and second conv layers for a few inputs). Without ``--workdir`` LeNet has random
 the inputs are synthetic shapes; the figure titles say which. Takes about 15 s on a shared
 2-core CPU, mostly compiling small programs (no data download without ``--workdir``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -165,8 +166,10 @@ def section_6_2(outdir: pathlib.Path, seed: int) -> None:
     show("corr2d(D, K)", ops.corr2d(D, K))
     show("corr2d(D.T, K)", ops.corr2d(D.T, K))
     show("corr2d(D, K.T)", ops.corr2d(D, K.T))
-    print("A diagonal edge is both a horizontal and a vertical change: K and K.T both fire "
-          "along it; transposing D flips the sign, transposing K shifts the response one row.")
+    print(
+        "A diagonal edge is both a horizontal and a vertical change: K and K.T both fire "
+        "along it; transposing D flips the sign, transposing K shifts the response one row."
+    )
 
     subheading("Exercise 6.2.8.4: derivative and integral kernels on a test signal")
     t = np.arange(8.0)
@@ -202,11 +205,11 @@ def section_6_3() -> None:
     for kernel, padding, stride in cases:
         w = jnp.ones((*kernel, 1, 1))
         y = ops.conv2d(x, w, padding=padding, stride=stride)
-        predicted = ops.conv_output_shape(
-            (8, 8), kernel, stride=stride, padding=padding
+        predicted = ops.conv_output_shape((8, 8), kernel, stride=stride, padding=padding)
+        print(
+            f"kernel {kernel}, padding {padding}, stride {stride} -> {tuple(y.shape[1:3])}"
+            f"  formula {tuple(predicted)}"
         )
-        print(f"kernel {kernel}, padding {padding}, stride {stride} -> {tuple(y.shape[1:3])}"
-              f"  formula {tuple(predicted)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,6 +222,7 @@ def compose_kernels(A: jax.Array, B: jax.Array) -> jax.Array:
     corr(corr(X, A), B) = corr(X, A * B) with * the full convolution, summed over the middle
     channels: shape (Co, Ci, a + b - 1, a + b - 1).
     """
+
     def full(a, b):
         return ops.convolve2d(a, b, "full")
 
@@ -248,8 +252,10 @@ def section_6_4() -> None:
     Y1 = ops.corr2d_multi_in_out_1x1(X1, K1)
     Y2 = ops.corr2d_multi_in_out(X1, K1)
     diff = max_abs_diff(Y1, Y2)
-    print(f"1x1 as matrix product vs corr2d_multi_in_out: max |diff| = {diff:.2e}, "
-          f"allclose {bool(jnp.allclose(Y1, Y2, atol=1e-6))}")
+    print(
+        f"1x1 as matrix product vs corr2d_multi_in_out: max |diff| = {diff:.2e}, "
+        f"allclose {bool(jnp.allclose(Y1, Y2, atol=1e-6))}"
+    )
 
     subheading("Exercise 6.4.5.1: two convolutions without a nonlinearity are one convolution")
     X = rng.normal(size=(3, 10, 10)).astype(np.float32)
@@ -258,11 +264,15 @@ def section_6_4() -> None:
     two_step = ops.corr2d_multi_in_out(ops.corr2d_multi_in_out(X, A), B)
     C = compose_kernels(A, B)
     one_step = ops.corr2d_multi_in_out(X, C)
-    print(f"k1 = {A.shape[-1]}, k2 = {B.shape[-1]} -> composed kernel {tuple(C.shape)} "
-          f"(size k1 + k2 - 1 = {A.shape[-1] + B.shape[-1] - 1})")
+    print(
+        f"k1 = {A.shape[-1]}, k2 = {B.shape[-1]} -> composed kernel {tuple(C.shape)} "
+        f"(size k1 + k2 - 1 = {A.shape[-1] + B.shape[-1] - 1})"
+    )
     scale = float(jnp.max(jnp.abs(two_step)))
-    print(f"two convolutions vs one: output {tuple(two_step.shape)}, "
-          f"max |diff| = {max_abs_diff(two_step, one_step):.2e} (outputs up to {scale:.1f})")
+    print(
+        f"two convolutions vs one: output {tuple(two_step.shape)}, "
+        f"max |diff| = {max_abs_diff(two_step, one_step):.2e} (outputs up to {scale:.1f})"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,28 +309,38 @@ def section_6_5() -> None:
     X = jnp.arange(16.0).reshape(1, 4, 4, 1)
     show("X", X[0, :, :, 0])
     show("max_pool2d(X, 3)", ops.max_pool2d(X, 3)[0, :, :, 0])
-    show("max_pool2d(X, 3, stride=2, padding=1)",
-         ops.max_pool2d(X, 3, stride=2, padding=1)[0, :, :, 0])
-    show("max_pool2d(X, (2, 3), stride=(2, 3), padding=(0, 1))",
-         ops.max_pool2d(X, (2, 3), stride=(2, 3), padding=(0, 1))[0, :, :, 0])
+    show(
+        "max_pool2d(X, 3, stride=2, padding=1)",
+        ops.max_pool2d(X, 3, stride=2, padding=1)[0, :, :, 0],
+    )
+    show(
+        "max_pool2d(X, (2, 3), stride=(2, 3), padding=(0, 1))",
+        ops.max_pool2d(X, (2, 3), stride=(2, 3), padding=(0, 1))[0, :, :, 0],
+    )
 
     subheading("6.5.3 Multiple channels (printed channels first)")
     X2 = jnp.concatenate([X, X + 1], axis=-1)
-    show("max_pool2d(cat(X, X + 1), 3, stride=2, padding=1)",
-         jnp.transpose(ops.max_pool2d(X2, 3, stride=2, padding=1)[0], (2, 0, 1)))
+    show(
+        "max_pool2d(cat(X, X + 1), 3, stride=2, padding=1)",
+        jnp.transpose(ops.max_pool2d(X2, 3, stride=2, padding=1)[0], (2, 0, 1)),
+    )
 
     subheading("Exercise 6.5.5.1: average pooling is a convolution")
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype(np.float32)
     c = x.shape[-1]
     w = jnp.full((2, 2, 1, c), 1.0 / 4)
     as_conv = ops.conv2d(x, w, stride=2, groups=c)
-    print(f"avg_pool2d(x, 2) vs depthwise conv2d with 1/4 kernels, stride 2: "
-          f"max |diff| = {max_abs_diff(ops.avg_pool2d(x, 2), as_conv):.2e}")
+    print(
+        f"avg_pool2d(x, 2) vs depthwise conv2d with 1/4 kernels, stride 2: "
+        f"max |diff| = {max_abs_diff(ops.avg_pool2d(x, 2), as_conv):.2e}"
+    )
 
     subheading("Exercise 6.5.5.2: max pooling from convolutions and ReLU")
     via = max_pool_2x2_via_relu(x)
-    print(f"max_pool2d(x, 2) vs one-hot convolutions + a + relu(b - a): "
-          f"max |diff| = {max_abs_diff(ops.max_pool2d(x, 2), via):.2e}")
+    print(
+        f"max_pool2d(x, 2) vs one-hot convolutions + a + relu(b - a): "
+        f"max |diff| = {max_abs_diff(ops.max_pool2d(x, 2), via):.2e}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,7 +402,11 @@ def plot_activations(acts: np.ndarray, images: np.ndarray, names: list[str], tit
     """acts (N, H, W, C): one row per input, the input then its C maps (each scaled to [0, 1])."""
     n, _, _, c = acts.shape
     fig, axes = plt.subplots(
-        n, 2, figsize=(1.2 + 0.9 * c, 1.3 * n), squeeze=False, layout="constrained",
+        n,
+        2,
+        figsize=(1.2 + 0.9 * c, 1.3 * n),
+        squeeze=False,
+        layout="constrained",
         gridspec_kw={"width_ratios": [1, c]},
     )
     for r in range(n):
@@ -406,8 +430,10 @@ def section_6_6(outdir: pathlib.Path, seed: int, workdir: str | None) -> None:
     feats = models.features(model, params, jnp.asarray(images))
     for layer, stage, file in ((1, "act1", "lenet_layer1.png"), (2, "act2", "lenet_layer2.png")):
         acts = np.asarray(feats[stage], dtype=np.float32)
-        print(f"layer {layer} ({stage}) activations: {acts.shape[-1]} maps of "
-              f"{acts.shape[1]}x{acts.shape[2]} for {acts.shape[0]} inputs")
+        print(
+            f"layer {layer} ({stage}) activations: {acts.shape[-1]} maps of "
+            f"{acts.shape[1]}x{acts.shape[2]} for {acts.shape[0]} inputs"
+        )
         title = f"LeNet conv layer {layer} after {model.activation}: {source}"
         save(plot_activations(acts, images, names, title), outdir, file)
 
@@ -419,8 +445,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--section", choices=SECTIONS, help="run one section (default: all)")
     parser.add_argument("--outdir", default="chapter6_figures", help="where PNGs are written")
-    parser.add_argument("--workdir", default=None,
-                        help="a trained run's directory: show its LeNet's activations (6.6)")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="a trained run's directory: show its LeNet's activations (6.6)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of random kernels and params")
     args = parser.parse_args(argv)
 

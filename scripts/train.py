@@ -46,7 +46,7 @@ def _check_overrides(argv: list[str]) -> None:
     for arg in argv[1:]:
         if arg.startswith("--config."):
             try:
-                cnnjax.train.check_override(arg[len("--config."):].split("=", 1)[0])
+                cnnjax.train.check_override(arg[len("--config.") :].split("=", 1)[0])
             except cnnjax.train.ConfigError as e:
                 raise SystemExit(f"config error: {e}") from e
 

@@ -1,4 +1,5 @@
 """Shared test setup: real Fashion-MNIST from ../shared when present, fast XLA on 2 cores."""
+
 import os
 import pathlib
 

@@ -1,4 +1,5 @@
 """scripts/chapter6.py end to end: the book's numbers, recomputed here with numpy/scipy."""
+
 import importlib.util
 import math
 import os
@@ -27,7 +28,11 @@ def run(tmp_path_factory):
     env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1")
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--outdir", str(outdir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, outdir
@@ -62,7 +67,7 @@ def block(out, label, nth=0):
     starts = [i for i, line in enumerate(lines) if line == f"{label} ="]
     assert len(starts) > nth, f"{label!r} not printed"
     text, depth = [], 0
-    for line in lines[starts[nth] + 1:]:
+    for line in lines[starts[nth] + 1 :]:
         text.append(line)
         depth += line.count("[") - line.count("]")
         if depth == 0:
@@ -92,8 +97,12 @@ def max_pool(x, window, stride, pad):
     (kh, kw), (sh, sw), (ph, pw) = window, stride, pad
     xp = np.pad(x, ((ph, ph), (pw, pw)), constant_values=-np.inf)
     ho, wo = (xp.shape[0] - kh) // sh + 1, (xp.shape[1] - kw) // sw + 1
-    return np.array([[xp[i * sh:i * sh + kh, j * sw:j * sw + kw].max() for j in range(wo)]
-                     for i in range(ho)])
+    return np.array(
+        [
+            [xp[i * sh : i * sh + kh, j * sw : j * sw + kw].max() for j in range(wo)]
+            for i in range(ho)
+        ]
+    )
 
 
 def test_6_2_cross_correlation_and_edges(run):
@@ -145,8 +154,11 @@ def test_6_2_exercises(run):
 
 
 def test_6_3_shapes(run):
-    lines = re.findall(r"^kernel \((\d+), (\d+)\), padding (.+?), stride (.+?) -> \((\d+), (\d+)\)",
-                       section(run[0], "6.3"), flags=re.M)
+    lines = re.findall(
+        r"^kernel \((\d+), (\d+)\), padding (.+?), stride (.+?) -> \((\d+), (\d+)\)",
+        section(run[0], "6.3"),
+        flags=re.M,
+    )
     assert len(lines) == 4
     got = []
     for kh, kw, pad, stride, ho, wo in lines:
@@ -172,8 +184,9 @@ def test_6_4_channels(run):
     assert diff < 1e-5
     m = re.search(r"composed kernel \(2, 3, 4, 4\) \(size k1 \+ k2 - 1 = 4\)", out)
     assert m
-    diff, scale = map(float, re.search(
-        r"max \|diff\| = ([\d.e+-]+) \(outputs up to ([\d.]+)\)", out).groups())
+    diff, scale = map(
+        float, re.search(r"max \|diff\| = ([\d.e+-]+) \(outputs up to ([\d.]+)\)", out).groups()
+    )
     assert diff < 1e-5 * scale
 
 
@@ -183,7 +196,7 @@ def test_6_5_pooling(run):
     np.testing.assert_array_equal(
         block(out, "pool2d(X, (2, 2), max)"), max_pool(X, (2, 2), (1, 1), (0, 0))
     )
-    avg = np.array([[X[i:i + 2, j:j + 2].mean() for j in range(2)] for i in range(2)])
+    avg = np.array([[X[i : i + 2, j : j + 2].mean() for j in range(2)] for i in range(2)])
     np.testing.assert_array_equal(block(out, "pool2d(X, (2, 2), avg)"), avg)
     X = np.arange(16.0).reshape(4, 4)
     cases = {
@@ -205,10 +218,17 @@ def test_6_5_pooling(run):
 def test_6_6_summary_and_figures(run):
     out, outdir = run
     text = section(out, "6.6")
-    shapes = re.findall(r"^(conv\d|pool\d|flatten|dense\d|output)\s.*?\s{2,}(\d+(?: x \d+)*)\s", text, re.M)
+    shapes = re.findall(
+        r"^(conv\d|pool\d|flatten|dense\d|output)\s.*?\s{2,}(\d+(?: x \d+)*)\s", text, re.M
+    )
     assert shapes == [
-        ("conv1", "6 x 28 x 28"), ("pool1", "6 x 14 x 14"), ("conv2", "16 x 10 x 10"),
-        ("pool2", "16 x 5 x 5"), ("flatten", "400"), ("dense1", "120"), ("dense2", "84"),
+        ("conv1", "6 x 28 x 28"),
+        ("pool1", "6 x 14 x 14"),
+        ("conv2", "16 x 10 x 10"),
+        ("pool2", "16 x 5 x 5"),
+        ("flatten", "400"),
+        ("dense1", "120"),
+        ("dense2", "84"),
         ("output", "10"),
     ]
     assert re.search(r"^total\s+61,706\s", text, re.M)

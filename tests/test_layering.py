@@ -1,4 +1,5 @@
 """The package's layering: a layer never imports one above it (ops -> models -> data/train)."""
+
 import subprocess
 import sys
 

@@ -6,6 +6,7 @@ offline set; ``to_device`` / ``epoch_indices`` / ``eval_indices`` / ``gather`` /
 put a split on the accelerator and batch it there. This package imports neither
 ``cnnjax.models`` nor ``cnnjax.train``.
 """
+
 from cnnjax.data.bundled import load_bundled
 from cnnjax.data.dataset import SOURCES, Dataset
 from cnnjax.data.idx import IMAGES_MAGIC, LABELS_MAGIC, IDXError, decode_idx, read_idx

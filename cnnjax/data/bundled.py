@@ -10,6 +10,7 @@ The split is deterministic and stratified: within each digit, in file order, eve
 digit) and 1,000 test images (100 per digit). Both splits keep the file order (sorted by digit);
 the device iterator shuffles.
 """
+
 from __future__ import annotations
 
 import functools

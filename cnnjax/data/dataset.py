@@ -4,6 +4,7 @@ This is what D2L 6.6 gets from ``d2l.FashionMNIST``: images and labels of both s
 text labels, here as plain NumPy arrays in JAX's channels-last layout. ``cnnjax.data.iterator``
 moves a split to the device.
 """
+
 from __future__ import annotations
 
 import dataclasses

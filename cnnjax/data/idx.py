@@ -6,6 +6,7 @@ D2L 6.6 reads Fashion-MNIST through torchvision; the files underneath are four I
 uint32 sizes, then the elements in C order. Images are magic 2051 (uint8, 3 dims), labels 2049
 (uint8, 1 dim). Files may be gzip-compressed or not; the content decides, not the name.
 """
+
 from __future__ import annotations
 
 import dataclasses

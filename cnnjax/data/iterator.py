@@ -16,6 +16,7 @@ trips::
 Training drops the last partial batch (the permutation changes every epoch, so every example
 is still seen); evaluation pads it and masks the padding, so each example counts exactly once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -169,8 +170,7 @@ def epoch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
     batch_size = _static_int("epoch_indices", "batch_size", batch_size, 1)
     if batch_size > num_examples:
         raise ValueError(
-            f"epoch_indices: batch_size must be <= num_examples ({num_examples}), "
-            f"got {batch_size}"
+            f"epoch_indices: batch_size must be <= num_examples ({num_examples}), got {batch_size}"
         )
     return _permuted_batches(key, num_examples, batch_size)
 

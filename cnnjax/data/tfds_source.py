@@ -23,6 +23,7 @@ A download is attempted only after a quick probe that the archives' host (or the
 HTTP proxy) accepts a TCP connection: without it an offline machine waits minutes in tfds's
 HTTP retries (10 retries with exponential back-off, about 200 s measured) before failing.
 """
+
 from __future__ import annotations
 
 import contextlib

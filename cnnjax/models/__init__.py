@@ -5,6 +5,7 @@
 * :func:`summary` - the layer table (output shapes, parameters, multiply-adds).
 * :func:`features` - every layer's activations for a batch.
 """
+
 from cnnjax.models.conv2d import Conv2D
 from cnnjax.models.lenet import ACTIVATIONS, KERNEL_INITS, LeNet, Stage
 from cnnjax.models.summary import features, summary

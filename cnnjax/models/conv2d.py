@@ -4,6 +4,7 @@ A weight of shape ``kernel_size`` and a scalar bias; the forward pass is the val
 cross-correlation :func:`cnnjax.ops.corr2d` plus the bias. D2L 6.2.4 learns the edge-detection
 kernel ``[[1, -1]]`` with it.
 """
+
 from __future__ import annotations
 
 from numbers import Integral

@@ -22,6 +22,7 @@ names, so one set of params runs in either. Dense layers are ``flax.linen.Dense`
 Layout is NHWC throughout. Flattening is therefore in (H, W, C) order, not PyTorch's (C, H, W):
 a checkpoint ported from the book's PyTorch model needs the first dense kernel permuted.
 """
+
 from __future__ import annotations
 
 import dataclasses

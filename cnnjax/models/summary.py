@@ -5,6 +5,7 @@ example) plus parameter counts and forward multiply-adds per layer, the latter f
 :func:`cnnjax.ops.conv_cost` / :func:`cnnjax.ops.pool_cost`. ``features`` returns the
 activations behind exercise 6.6.4.4's pictures.
 """
+
 from __future__ import annotations
 
 import collections
@@ -132,8 +133,13 @@ def summary(model: nn.Module, input_shape: tuple[int, ...]) -> str:
         counts = (n_params, *_forward_ops(model, stage, in_shape))
         totals = [t + c for t, c in zip(totals, counts)]
         rows.append(
-            (stage.name, _describe(model, stage), _chw(out_shape), f"{counts[0]:,}",
-             *(f"{c:,}" if c else "-" for c in counts[1:]))
+            (
+                stage.name,
+                _describe(model, stage),
+                _chw(out_shape),
+                f"{counts[0]:,}",
+                *(f"{c:,}" if c else "-" for c in counts[1:]),
+            )
         )
         in_shape = out_shape
     rows.append(("total", "", "", *(f"{t:,}" for t in totals)))

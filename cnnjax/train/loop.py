@@ -192,8 +192,9 @@ def _load_splits(config: ml_collections.ConfigDict):
     return dataset, train, test, {k: np.asarray(v).tolist() for k, v in stats.items()}
 
 
-def _match_fallback_steps(config: ml_collections.ConfigDict, dataset: data.Dataset,
-                          num_train: int) -> None:
+def _match_fallback_steps(
+    config: ml_collections.ConfigDict, dataset: data.Dataset, num_train: int
+) -> None:
     """Scales ``num_epochs`` (in place) when ``auto`` fell back to a smaller data set.
 
     With ``data.fallback_epochs="match_steps"`` the run then takes as many SGD steps as it would

@@ -1,4 +1,5 @@
 """Fixtures for the data tests: no network, ever, and small real tfds data sets on disk."""
+
 import io
 import os
 import pathlib

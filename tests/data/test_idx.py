@@ -1,4 +1,5 @@
 """The IDX reader and the ``idx`` source, on files the tests write byte by byte."""
+
 import dataclasses
 import gzip
 import hashlib
@@ -12,8 +13,9 @@ from cnnjax import data
 from cnnjax.data import idx, registry
 from tests.data.conftest import IDX_NAMES, real_fashion_mnist_dir, tiny_images
 
-SMALL = dataclasses.replace(registry.get_spec("fashion_mnist"), name="small", num_train=30,
-                            num_test=20, archive_sha256={})
+SMALL = dataclasses.replace(
+    registry.get_spec("fashion_mnist"), name="small", num_train=30, num_test=20, archive_sha256={}
+)
 
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -39,9 +41,10 @@ def write_set(directory: pathlib.Path, compress=True, train=None, test=None, nam
     return train, test
 
 
-@pytest.mark.parametrize("type_code, dtype", [(0x08, np.uint8), (0x0B, np.int16),
-                                              (0x0C, np.int32), (0x0D, np.float32),
-                                              (0x0E, np.float64)])
+@pytest.mark.parametrize(
+    "type_code, dtype",
+    [(0x08, np.uint8), (0x0B, np.int16), (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)],
+)
 @pytest.mark.parametrize("compress", [True, False])
 def test_decode_idx_roundtrips_every_element_type(type_code, dtype, compress):
     rng = np.random.default_rng(0)
@@ -110,8 +113,11 @@ def test_wrong_magic_number(tmp_path):
     # Labels where the images should be: a valid IDX file with magic 2049, not 2051.
     write_set(tmp_path)
     (tmp_path / IDX_NAMES[0]).write_bytes((tmp_path / IDX_NAMES[1]).read_bytes())
-    with pytest.raises(data.IDXError, match=r"train-images-idx3-ubyte.gz: wrong magic number "
-                                            r"2049 .* expected 2051"):
+    with pytest.raises(
+        data.IDXError,
+        match=r"train-images-idx3-ubyte.gz: wrong magic number "
+        r"2049 .* expected 2051",
+    ):
         idx.load_idx(SMALL, tmp_path)
 
 
@@ -123,15 +129,21 @@ def test_not_an_idx_file(tmp_path):
 def test_count_mismatch_between_images_and_labels(tmp_path):
     train = tiny_images(30, seed=7)
     write_set(tmp_path, train=(train[0], train[1][:29]))
-    with pytest.raises(data.IDXError, match=r"train-labels-idx1-ubyte.gz: 29 labels for the 30 "
-                                            r"images .*count mismatch"):
+    with pytest.raises(
+        data.IDXError,
+        match=r"train-labels-idx1-ubyte.gz: 29 labels for the 30 "
+        r"images .*count mismatch",
+    ):
         idx.load_idx(SMALL, tmp_path)
 
 
 def test_split_size_is_checked(tmp_path):
     write_set(tmp_path, test=tiny_images(19, seed=8))
-    with pytest.raises(data.IDXError, match=r"t10k-images-idx3-ubyte.gz: expected 20 images, "
-                                            r"got 19"):
+    with pytest.raises(
+        data.IDXError,
+        match=r"t10k-images-idx3-ubyte.gz: expected 20 images, "
+        r"got 19",
+    ):
         idx.load_idx(SMALL, tmp_path)
 
 
@@ -140,8 +152,11 @@ def test_label_range_is_checked(tmp_path):
     labels = labels.copy()
     labels[3] = 10
     write_set(tmp_path, train=(images, labels))
-    with pytest.raises(data.IDXError, match=r"train-labels-idx1-ubyte.gz: labels must lie in "
-                                            r"\[0, 10\), found 10"):
+    with pytest.raises(
+        data.IDXError,
+        match=r"train-labels-idx1-ubyte.gz: labels must lie in "
+        r"\[0, 10\), found 10",
+    ):
         idx.load_idx(SMALL, tmp_path)
 
 
@@ -157,10 +172,15 @@ def test_missing_file_and_directory(tmp_path):
 def test_another_data_sets_archive_is_refused(tmp_path):
     real = real_fashion_mnist_dir()
     raw = (real / IDX_NAMES[1]).read_bytes()
-    assert hashlib.sha256(raw).hexdigest() == registry.get_spec("fashion_mnist").archive_sha256[
-        IDX_NAMES[1]]
+    assert (
+        hashlib.sha256(raw).hexdigest()
+        == registry.get_spec("fashion_mnist").archive_sha256[IDX_NAMES[1]]
+    )
     write_set(tmp_path)
     (tmp_path / IDX_NAMES[1]).write_bytes(raw)
-    with pytest.raises(data.IDXError, match=r"original train-labels-idx1-ubyte.gz of "
-                                            r"'fashion_mnist', not of 'small'"):
+    with pytest.raises(
+        data.IDXError,
+        match=r"original train-labels-idx1-ubyte.gz of "
+        r"'fashion_mnist', not of 'small'",
+    ):
         idx.load_idx(SMALL, tmp_path)

@@ -1,4 +1,5 @@
 """The device-resident iterator: normalisation, per-epoch permutations, padded evaluation."""
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -32,8 +33,9 @@ def test_to_device_standardize_per_channel():
     np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0, atol=1e-5)
     np.testing.assert_allclose(x.std(axis=(0, 1, 2)), 1, atol=1e-4)
     scalar = data.to_device(images, labels, normalize="standardize", mean=0.5, std=0.25)
-    np.testing.assert_allclose(np.asarray(scalar.images), (images / 255 - 0.5) / 0.25, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(scalar.images), (images / 255 - 0.5) / 0.25, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_to_device_places_on_the_requested_device():
@@ -43,18 +45,24 @@ def test_to_device_places_on_the_requested_device():
     assert split.images.devices() == {device} and split.labels.devices() == {device}
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(images=np.zeros((2, 3, 3, 1), np.float32)), TypeError, "images must be uint8"),
-    (dict(images=np.zeros((2, 3, 3), np.uint8)), ValueError, r"images must be \(N, H, W, C\)"),
-    (dict(labels=np.zeros(3, int)), ValueError, r"labels must have shape \(2,\)"),
-    (dict(labels=np.zeros(2, float)), TypeError, "labels must be integers"),
-    (dict(normalize="zscore"), ValueError, "normalize must be one of"),
-    (dict(normalize="standardize"), ValueError, "needs mean and std"),
-    (dict(mean=0.5), ValueError, "only used with normalize='standardize'"),
-    (dict(normalize="standardize", mean=[0.1, 0.2], std=1.0), ValueError,
-     r"mean must be a scalar or have shape \(1,\)"),
-    (dict(normalize="standardize", mean=0.1, std=0.0), ValueError, "std must be positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(images=np.zeros((2, 3, 3, 1), np.float32)), TypeError, "images must be uint8"),
+        (dict(images=np.zeros((2, 3, 3), np.uint8)), ValueError, r"images must be \(N, H, W, C\)"),
+        (dict(labels=np.zeros(3, int)), ValueError, r"labels must have shape \(2,\)"),
+        (dict(labels=np.zeros(2, float)), TypeError, "labels must be integers"),
+        (dict(normalize="zscore"), ValueError, "normalize must be one of"),
+        (dict(normalize="standardize"), ValueError, "needs mean and std"),
+        (dict(mean=0.5), ValueError, "only used with normalize='standardize'"),
+        (
+            dict(normalize="standardize", mean=[0.1, 0.2], std=1.0),
+            ValueError,
+            r"mean must be a scalar or have shape \(1,\)",
+        ),
+        (dict(normalize="standardize", mean=0.1, std=0.0), ValueError, "std must be positive"),
+    ],
+)
 def test_to_device_rejects_bad_arguments(kwargs, error, match):
     args = dict(images=np.zeros((2, 3, 3, 1), np.uint8), labels=np.zeros(2, int)) | kwargs
     with pytest.raises(error, match=match):
@@ -63,8 +71,11 @@ def test_to_device_rejects_bad_arguments(kwargs, error, match):
 
 # Few distinct shapes: each new (N, B) costs a compile.
 @settings(max_examples=10, deadline=None)
-@given(shape=st.sampled_from([(1, 1), (50, 10), (103, 10), (1000, 100)]),
-       seed=st.integers(0, 2**31 - 1), epoch=st.integers(0, 1000))
+@given(
+    shape=st.sampled_from([(1, 1), (50, 10), (103, 10), (1000, 100)]),
+    seed=st.integers(0, 2**31 - 1),
+    epoch=st.integers(0, 1000),
+)
 def test_epoch_indices_is_a_permutation_cut_into_full_batches(shape, seed, epoch):
     n, batch = shape
     idx = np.asarray(data.epoch_indices(data.epoch_key(seed, epoch), n, batch))
@@ -106,12 +117,14 @@ def test_epoch_indices_under_jit_and_scan_with_traced_epoch():
     def all_epochs(seed_key):
         def body(carry, epoch):
             return carry, data.epoch_indices(data.epoch_key(seed_key, epoch), 50, 10)
+
         return jax.lax.scan(body, None, jnp.arange(3))[1]
 
     out = np.asarray(all_epochs(jax.random.key(1)))
     for e in range(3):
         np.testing.assert_array_equal(
-            out[e], np.asarray(data.epoch_indices(data.epoch_key(1, e), 50, 10)))
+            out[e], np.asarray(data.epoch_indices(data.epoch_key(1, e), 50, 10))
+        )
 
 
 def test_epoch_indices_rejects_bad_sizes():
@@ -146,6 +159,7 @@ def test_gather_and_a_masked_eval_sum_count_every_example_once():
             x, y = data.gather(split, batch[0])
             chex.assert_shape(x, (4, 4, 3, 2))
             return total + jnp.sum(jnp.where(batch[1], y, 0)), None
+
         return jax.lax.scan(body, 0, (idx, mask))[0]
 
     assert int(label_sum(split)) == labels.sum()

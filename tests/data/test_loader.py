@@ -1,4 +1,5 @@
 """``load``: argument checks, the real Fashion-MNIST, the bundled set and the ``auto`` fallback."""
+
 import logging
 import subprocess
 import sys
@@ -12,11 +13,17 @@ from tests.data.conftest import real_fashion_mnist_dir
 
 
 def test_unknown_name_and_source_list_the_valid_ones():
-    with pytest.raises(ValueError, match=r"name must be one of fashion_mnist, mnist, mnist_5k, "
-                                         r"got 'cifar'"):
+    with pytest.raises(
+        ValueError,
+        match=r"name must be one of fashion_mnist, mnist, mnist_5k, "
+        r"got 'cifar'",
+    ):
         data.load("cifar")
-    with pytest.raises(ValueError, match=r"source must be one of auto, idx, tfds, bundled, "
-                                         r"got 'web'"):
+    with pytest.raises(
+        ValueError,
+        match=r"source must be one of auto, idx, tfds, bundled, "
+        r"got 'web'",
+    ):
         data.load("mnist", source="web")
 
 
@@ -103,7 +110,9 @@ def test_bundled_only_names_and_sources():
 
 
 def test_importing_cnnjax_data_pulls_in_no_model_or_trainer_code():
-    code = ("import sys, cnnjax.data; "
-            "bad = [m for m in sys.modules if m.startswith(('cnnjax.models', 'cnnjax.train'))]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, cnnjax.data; "
+        "bad = [m for m in sys.modules if m.startswith(('cnnjax.models', 'cnnjax.train'))]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,5 @@
 """The ``tfds`` source, run through real tensorflow-datasets code with TensorFlow absent."""
+
 import os
 import time
 
@@ -32,8 +33,9 @@ def test_under_tfds_mock_data(prepared_tfds_dir):
     # mock_data replaces what tfds reads from disk with random examples; everything from
     # tfds.builder to the data source's records, and all of our code, runs for real.
     data_dir, splits = prepared_tfds_dir
-    with tfds.testing.mock_data(num_examples=7, policy=tfds.testing.MockPolicy.USE_FILES,
-                                data_dir=os.fspath(data_dir)):
+    with tfds.testing.mock_data(
+        num_examples=7, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=os.fspath(data_dir)
+    ):
         ds = data.load("fashion_mnist", source="tfds", data_dir=data_dir)
     assert ds.num_train == ds.num_test == 7
     assert ds.train_images.shape == (7, 28, 28, 1) and ds.train_images.dtype == np.uint8

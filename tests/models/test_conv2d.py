@@ -1,4 +1,5 @@
 """Conv2D, the book's learnable single-channel layer (D2L 6.2.3-6.2.4)."""
+
 import chex
 import jax
 import jax.numpy as jnp

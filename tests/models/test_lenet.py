@@ -1,4 +1,5 @@
 """LeNet (D2L 6.6): shapes, parameter counts, both implementations, configuration."""
+
 import math
 
 import chex
@@ -125,7 +126,9 @@ def test_init_returns_only_params(book):
 
 def test_input_must_be_4d_float(book):
     model, params, x = book
-    with pytest.raises(ValueError, match=r"LeNet: x must be 4-D \(N, H, W, C\), got shape \(28, 28, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"LeNet: x must be 4-D \(N, H, W, C\), got shape \(28, 28, 1\)"
+    ):
         model.apply({"params": params}, x[0])
     with pytest.raises(TypeError, match="LeNet: x must be floating, got dtype uint8"):
         model.apply({"params": params}, x.astype(jnp.uint8))
@@ -134,9 +137,18 @@ def test_input_must_be_4d_float(book):
 def test_default_config_is_the_book_and_round_trips():
     cfg = LeNet.default_config()
     assert cfg == dict(
-        channels=(6, 16), kernel_sizes=(5, 5), padding=2, activation="sigmoid", pooling="avg",
-        pool_size=2, dense=(120, 84), num_classes=10, kernel_init="xavier_uniform",
-        conv_impl="auto", layers="cnnjax", dtype="float32",
+        channels=(6, 16),
+        kernel_sizes=(5, 5),
+        padding=2,
+        activation="sigmoid",
+        pooling="avg",
+        pool_size=2,
+        dense=(120, 84),
+        num_classes=10,
+        kernel_init="xavier_uniform",
+        conv_impl="auto",
+        layers="cnnjax",
+        dtype="float32",
     )
     assert LeNet.from_config(cfg) == LeNet()
 
@@ -149,7 +161,9 @@ def test_from_config_accepts_config_dict_and_lists():
 
 
 def test_from_config_rejects_unknown_key_and_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['chanels'\]; valid keys: \['channels',"):
+    with pytest.raises(
+        ValueError, match=r"unknown key\(s\) \['chanels'\]; valid keys: \['channels',"
+    ):
         LeNet.from_config({"chanels": (6, 16)})
     with pytest.raises(TypeError, match="cfg must be a mapping"):
         LeNet.from_config([("channels", (6, 16))])
@@ -166,7 +180,11 @@ def test_from_config_rejects_unknown_key_and_lists_valid_ones():
         ({"kernel_sizes": (5,)}, ValueError, "kernel_sizes must have one entry per conv layer"),
         ({"activation": "swishy"}, ValueError, r"unknown activation 'swishy'; expected one of \["),
         ({"activation": 3}, TypeError, "activation must be a str"),
-        ({"pooling": "min"}, ValueError, r"unknown pooling 'min'; expected one of \['avg', 'max'\]"),
+        (
+            {"pooling": "min"},
+            ValueError,
+            r"unknown pooling 'min'; expected one of \['avg', 'max'\]",
+        ),
         ({"kernel_init": "zeros"}, ValueError, "unknown kernel_init 'zeros'"),
         ({"conv_impl": "fft"}, ValueError, "unknown conv_impl 'fft'"),
         ({"layers": "torch"}, ValueError, "unknown layers 'torch'"),

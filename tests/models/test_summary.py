@@ -1,4 +1,5 @@
 """summary (the book's layer table, D2L 6.6.2) and features (exercise 6.6.4.4)."""
+
 import re
 
 import chex
@@ -10,9 +11,17 @@ import pytest
 from cnnjax.models import Conv2D, LeNet, features, summary
 
 BOOK_ROWS = [  # (stage, output C x H x W) as the book prints them
-    ("conv1", "6 x 28 x 28"), ("act1", "6 x 28 x 28"), ("pool1", "6 x 14 x 14"),
-    ("conv2", "16 x 10 x 10"), ("act2", "16 x 10 x 10"), ("pool2", "16 x 5 x 5"),
-    ("flatten", "400"), ("dense1", "120"), ("act3", "120"), ("dense2", "84"), ("act4", "84"),
+    ("conv1", "6 x 28 x 28"),
+    ("act1", "6 x 28 x 28"),
+    ("pool1", "6 x 14 x 14"),
+    ("conv2", "16 x 10 x 10"),
+    ("act2", "16 x 10 x 10"),
+    ("pool2", "16 x 5 x 5"),
+    ("flatten", "400"),
+    ("dense1", "120"),
+    ("act3", "120"),
+    ("dense2", "84"),
+    ("act4", "84"),
     ("output", "10"),
 ]
 
@@ -21,7 +30,9 @@ def table_rows(text):
     """{layer: (output shape, params, MACs, pool ops)} from the table's body lines."""
     rows = {}
     for line in text.splitlines():
-        m = re.match(r"^(\w+)\s+.*?\s{2,}(\d+(?: x \d+)*)\s+([\d,]+)\s+([\d,-]+)\s+([\d,-]+)$", line)
+        m = re.match(
+            r"^(\w+)\s+.*?\s{2,}(\d+(?: x \d+)*)\s+([\d,]+)\s+([\d,-]+)\s+([\d,-]+)$", line
+        )
         if m:
             name, shape, *counts = m.groups()
             rows[name] = (shape, *(0 if c == "-" else int(c.replace(",", "")) for c in counts))
@@ -39,8 +50,11 @@ def test_book_table():
     conv = lambda k, ci, co, hw: (k * k * ci * co + co, k * k * ci * co * hw * hw)  # noqa: E731
     dense = lambda i, o: (i * o + o, i * o)  # noqa: E731
     expected = {
-        "conv1": conv(5, 1, 6, 28), "conv2": conv(5, 6, 16, 10),
-        "dense1": dense(400, 120), "dense2": dense(120, 84), "output": dense(84, 10),
+        "conv1": conv(5, 1, 6, 28),
+        "conv2": conv(5, 6, 16, 10),
+        "dense1": dense(400, 120),
+        "dense2": dense(120, 84),
+        "output": dense(84, 10),
     }
     for name, (params, macs) in expected.items():
         assert rows[name][1:3] == (params, macs), name
@@ -63,7 +77,9 @@ def test_batch_shape_gives_the_same_table_and_variants_show():
 
 
 def test_summary_bad_input():
-    with pytest.raises(ValueError, match=r"summary: input_shape must be \(H, W, C\) or \(N, H, W, C\)"):
+    with pytest.raises(
+        ValueError, match=r"summary: input_shape must be \(H, W, C\) or \(N, H, W, C\)"
+    ):
         summary(LeNet(), (28, 28))
     with pytest.raises(ValueError, match="input_shape"):
         summary(LeNet(), (28, 0, 1))
@@ -79,10 +95,18 @@ def test_features_in_order_and_consistent():
     params = model.init(jax.random.key(1), x)["params"]
     feats = jax.jit(lambda p, x: features(model, p, x))(params, x)
     assert [(k, v.shape[1:]) for k, v in feats.items()] == [
-        ("conv1", (28, 28, 6)), ("act1", (28, 28, 6)), ("pool1", (14, 14, 6)),
-        ("conv2", (10, 10, 16)), ("act2", (10, 10, 16)), ("pool2", (5, 5, 16)),
-        ("flatten", (400,)), ("dense1", (120,)), ("act3", (120,)), ("dense2", (84,)),
-        ("act4", (84,)), ("output", (10,)),
+        ("conv1", (28, 28, 6)),
+        ("act1", (28, 28, 6)),
+        ("pool1", (14, 14, 6)),
+        ("conv2", (10, 10, 16)),
+        ("act2", (10, 10, 16)),
+        ("pool2", (5, 5, 16)),
+        ("flatten", (400,)),
+        ("dense1", (120,)),
+        ("act3", (120,)),
+        ("dense2", (84,)),
+        ("act4", (84,)),
+        ("output", (10,)),
     ]
     np.testing.assert_allclose(feats["output"], model.apply({"params": params}, x), rtol=1e-6)
     np.testing.assert_allclose(feats["act1"], jax.nn.sigmoid(feats["conv1"]), rtol=1e-6)

@@ -207,7 +207,9 @@ def test_convolve2d_full_and_matmul_grads_match_finite_differences():
     )
     for method in ("toeplitz", "im2col"):
         h.assert_grad_matches_fd(
-            lambda x, k: ops.corr2d_as_matmul(x, k, method=method), ref.corr2d, (X, K)
+            lambda x, k, method=method: ops.corr2d_as_matmul(x, k, method=method),
+            ref.corr2d,
+            (X, K),
         )
 
 

@@ -184,7 +184,9 @@ def test_book_pool2d_grad_matches_finite_differences():
     X = h.random(np.random.default_rng(2), (5, 6))
     for mode in ("max", "avg"):
         h.assert_grad_matches_fd(
-            lambda x: ops.pool2d(x, (2, 3), mode), lambda x: ref.pool2d(x, (2, 3), mode), (X,)
+            lambda x, mode=mode: ops.pool2d(x, (2, 3), mode),
+            lambda x, mode=mode: ref.pool2d(x, (2, 3), mode),
+            (X,),
         )
 
 

@@ -26,8 +26,13 @@ def _fallback_config(**overrides):
     # 8,192 Fashion-MNIST images at batch 1024 would be 8 steps an epoch; the bundled 4,000
     # give 3, so one configured epoch becomes ceil(8 / 3) = 3.
     return tiny_config(
-        num_epochs=1, batch_size=1024, eval_batch_size=1024, data__source="auto",
-        data__name="fashion_mnist", data__train_limit=8192, **overrides,
+        num_epochs=1,
+        batch_size=1024,
+        eval_batch_size=1024,
+        data__source="auto",
+        data__name="fashion_mnist",
+        data__train_limit=8192,
+        **overrides,
     )
 
 
