@@ -71,6 +71,7 @@ def check_choice(op: str, name: str, value: Any, choices: Sequence[str]) -> str:
 
 
 def _as_int(op: str, name: str, v: Any) -> int:
+    check_static(op, name, v)
     # bool is an Integral but True as a stride is almost certainly a bug.
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{op}: {name} must be made of ints, got {v!r}")
@@ -79,6 +80,7 @@ def _as_int(op: str, name: str, v: Any) -> int:
 
 def positive_int(op: str, name: str, value: Any) -> int:
     """``value`` as an int >= 1; TypeError if not an int, ValueError if < 1."""
+    check_static(op, name, value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{op}: {name} must be an int, got {value!r}")
     if value < 1:
@@ -188,4 +190,103 @@ def check_window_fits(
         raise ValueError(
             f"{op}: {what} {tuple(k_eff)} must fit in the padded input {padded}"
             f" (input {tuple(in_spatial)}, padding {tuple(pads)})"
+        )
+
+
+# --- Input conventions shared by the batched ops (torch's rules; added with the pooling options).
+
+
+def check_static(op: str, name: str, value: Any) -> None:
+    """Raises TypeError if the hyper-parameter ``value`` (or an entry of it) is a traced value.
+
+    Shapes, strides, windows and flags decide the program XLA compiles, so they must be Python
+    values while JAX traces; a jitted argument becomes a tracer. The message shows both fixes.
+    """
+    entries = value if isinstance(value, (list, tuple)) else (value,)
+    for v in entries:
+        if isinstance(v, (list, tuple)):
+            check_static(op, name, v)
+        elif isinstance(v, jax.core.Tracer):
+            raise TypeError(
+                f"{op}: {name} must be static (Python ints/bools/strings), got a traced value"
+                f" {type(v).__name__}; bind it before jit with"
+                f" functools.partial({op}, {name}=...) or mark it static with"
+                f" jax.jit({op}, static_argnames=({name!r},))"
+            )
+
+
+def check_bool(op: str, name: str, value: Any) -> bool:
+    """``value`` if it is a Python/NumPy bool; TypeError (static-value hint if traced) if not."""
+    check_static(op, name, value)
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+LAYOUTS = ("NHWC", "NCHW")
+
+
+def channels_first(op: str, layout: Any) -> bool:
+    """True for ``"NCHW"`` (torch's channels-first), False for ``"NHWC"`` (JAX's channels-last).
+
+    The names stand for every spatial rank: "NHWC" means (N, L, C), (N, H, W, C),
+    (N, D, H, W, C); "NCHW" means (N, C, L), (N, C, H, W), (N, C, D, H, W).
+    """
+    check_static(op, "layout", layout)
+    return check_choice(op, "layout", layout, LAYOUTS) == "NCHW"
+
+
+def example_layout(rank: int | None, first: bool, batched: bool = True) -> str:
+    """Axis names for messages, e.g. (N, C, H, W) or unbatched (H, W, C)."""
+    spatial = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}.get(rank, ("*spatial",))
+    axes = (*(("C",) if first else ()), *spatial, *(() if first else ("C",)))
+    return "(" + ", ".join((("N",) if batched else ()) + axes) + ")"
+
+
+def batched_channels_last(
+    op: str, name: str, x: jax.Array, rank: int | None, first: bool
+) -> tuple[jax.Array, bool]:
+    """``x`` as (N, *spatial, C), and whether it came unbatched (torch's convention).
+
+    With a fixed spatial ``rank``, ``x`` may be batched (rank + 2 dims) or unbatched (rank + 1
+    dims, returned with a batch axis of 1 added); with ``rank=None`` it must be batched with
+    >= 1 spatial dim. ``first`` says ``x`` is channels-first; it is moved to channels-last.
+
+    Raises:
+      ValueError: any other ndim; the message names both accepted forms.
+    """
+    if rank is None:
+        if x.ndim < 3:
+            raise ValueError(
+                f"{op}: {name} must be {example_layout(None, first)} with >= 1 spatial dim,"
+                f" got shape {tuple(x.shape)}"
+            )
+        unbatched = False
+    else:
+        if x.ndim not in (rank + 1, rank + 2):
+            raise ValueError(
+                f"{op}: {name} must be {rank + 2}-D {example_layout(rank, first)}"
+                f" or {rank + 1}-D unbatched {example_layout(rank, first, False)},"
+                f" got shape {tuple(x.shape)}"
+            )
+        unbatched = x.ndim == rank + 1
+    if unbatched:
+        x = x[None]
+    if first:
+        x = jnp.moveaxis(x, 1, -1)
+    return x, unbatched
+
+
+def restore_layout(y: jax.Array, unbatched: bool, first: bool) -> jax.Array:
+    """Undoes :func:`batched_channels_last` on a (N, *spatial, C) result."""
+    if first:
+        y = jnp.moveaxis(y, -1, 1)
+    return y[0] if unbatched else y
+
+
+def check_nonempty_but_batch(op: str, name: str, x: jax.Array) -> None:
+    """Raises ValueError if a non-batch axis of (N, ...) ``x`` has length 0 (N = 0 is allowed)."""
+    if any(d == 0 for d in x.shape[1:]):
+        raise ValueError(
+            f"{op}: {name} must not be empty (only the batch may be 0), got shape {tuple(x.shape)}"
         )
