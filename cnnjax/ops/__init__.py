@@ -32,6 +32,10 @@ from cnnjax.ops.pool import (
     max_pool1d,
     max_pool2d,
     max_pool3d,
+    max_unpool,
+    max_unpool1d,
+    max_unpool2d,
+    max_unpool3d,
     pool2d,
 )
 from cnnjax.ops.shapes import (
@@ -70,6 +74,10 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "avg_pool3d",
+    "max_unpool",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
     # Formulas.
     "conv_output_shape",
     "pool_output_shape",

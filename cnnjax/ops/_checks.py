@@ -210,8 +210,8 @@ def check_static(op: str, name: str, value: Any) -> None:
             raise TypeError(
                 f"{op}: {name} must be static (Python ints/bools/strings), got a traced value"
                 f" {type(v).__name__}; bind it before jit with"
-                f" functools.partial({op}, {name}=...) or mark it static with"
-                f" jax.jit({op}, static_argnames=({name!r},))"
+                f" functools.partial(ops.{op}, {name}=...) or mark it static with"
+                f" jax.jit(ops.{op}, static_argnames=({name!r},))"
             )
 
 
@@ -290,3 +290,19 @@ def check_nonempty_but_batch(op: str, name: str, x: jax.Array) -> None:
         raise ValueError(
             f"{op}: {name} must not be empty (only the batch may be 0), got shape {tuple(x.shape)}"
         )
+
+
+def pool_output_size(n: int, k_eff: int, s: int, pad: Pad, ceil_mode: bool) -> int:
+    """Pooling outputs along one dim, PyTorch's rule; <= 0 when the window leaves no output.
+
+    Floor mode: ``floor((n + lo + hi - k_eff) / s) + 1``. Ceil mode rounds up instead, then drops
+    the last window if it would start past the input and the left padding (``(out - 1) * s >=
+    n + lo``), so every window starts on real input or left padding.
+    """
+    span = n + pad[0] + pad[1] - k_eff
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1
+    if (out - 1) * s >= n + pad[0]:
+        out -= 1
+    return out

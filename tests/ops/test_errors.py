@@ -372,14 +372,15 @@ CASES = [
         TypeError,
         "avg_pool2d: count_include_pad must be a bool, got 1",
     ),
+    # Pooling takes one unbatched example too (torch's convention), so 3-D is fine for 2-D.
     (
         ops.max_pool2d,
-        (X3, 2),
+        (X2, 2),
         ValueError,
-        "max_pool2d: x must be 4-D (N, H, W, C), got shape (2, 4, 5)",
+        "max_pool2d: x must be 4-D (N, H, W, C) or 3-D unbatched (H, W, C), got shape (4, 5)",
     ),
     (ops.avg_pool1d, (X4, 2), ValueError, "avg_pool1d: x must be 3-D (N, L, C)"),
-    (ops.max_pool3d, (X4, 2), ValueError, "max_pool3d: x must be 5-D (N, D, H, W, C)"),
+    (ops.max_pool3d, (X2, 2), ValueError, "max_pool3d: x must be 5-D (N, D, H, W, C)"),
     (ops.max_pool, (X2, 2), ValueError, "max_pool: x must be (N, *spatial, C)"),
     (ops.avg_pool2d, (jnp.ones((1, 0, 4, 1)), 2), ValueError, "avg_pool2d: x must not be empty"),
     (
