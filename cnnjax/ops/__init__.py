@@ -12,6 +12,18 @@ Every op validates its arguments while tracing (so under ``jit`` too) and is jit
 vmap-safe.
 """
 
+from cnnjax.ops.adaptive import (
+    adaptive_avg_pool,
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool3d,
+    adaptive_max_pool,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    adaptive_max_pool3d,
+    global_avg_pool,
+    global_max_pool,
+)
 from cnnjax.ops.conv import IMPLS, conv, conv1d, conv2d, conv3d
 from cnnjax.ops.correlation import (
     convolve2d,
@@ -78,6 +90,16 @@ __all__ = [
     "max_unpool1d",
     "max_unpool2d",
     "max_unpool3d",
+    "adaptive_avg_pool",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "global_avg_pool",
+    "global_max_pool",
     # Formulas.
     "conv_output_shape",
     "pool_output_shape",
