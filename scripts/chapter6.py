@@ -370,22 +370,16 @@ def lenet_and_inputs(workdir: str | None, seed: int):
     # Only a trained run needs the trainer and the data pipeline.
     from cnnjax import data, train
 
-    model, params = train.restore_model(workdir, member=0)
-    with open(pathlib.Path(workdir) / "config.json") as f:
-        cfg = train.resolve_config(json.load(f)).data
+    # The run's own preprocessing (its normalisation statistics), through its run directory.
+    model, params, preprocess = train.restore_model(workdir, member=0)
+    with train.RunDir(workdir, read_only=True) as run:
+        cfg = train.resolve_config(run.read_json("config.json")).data
     ds = data.load(cfg.name, source=cfg.source, data_dir=cfg.dir or None)
     # The first test image of each of the first four classes.
     idx = [int(np.flatnonzero(ds.test_labels == c)[0]) for c in range(min(4, ds.num_classes))]
-    stats = {}
-    if cfg.normalize == "standardize":
-        # The run used its (possibly limited) training split's statistics; the full split's
-        # differ slightly, which does not matter for looking at activations.
-        stats = dict(zip(("mean", "std"), data.channel_stats(ds.train_images)))
-    split = data.to_device(
-        ds.test_images[idx], ds.test_labels[idx], normalize=cfg.normalize, **stats
-    )
+    images = preprocess(ds.test_images[idx])
     names = [ds.class_names[int(c)] for c in ds.test_labels[idx]]
-    return model, params, np.asarray(split.images), names, f"trained, member 0 of {workdir}"
+    return model, params, np.asarray(images), names, f"trained, member 0 of {workdir}"
 
 
 def montage(maps: np.ndarray, gap: int = 1) -> np.ndarray:

@@ -4,7 +4,8 @@
     python scripts/train.py --config configs/lenet.py --config.optimizer.learning_rate=0.5 \\
         --config.num_epochs=3 --workdir runs/lenet_lr05
 
-Re-running with the same ``--workdir`` resumes from its last checkpoint.
+Re-running with the same ``--workdir`` resumes from its last checkpoint. Errors are one line
+(``error: ...``); see :mod:`cnnjax.train.cli` for the exit statuses.
 """
 
 import sys
@@ -12,7 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-import cnnjax.train
+from cnnjax.train import cli
 
 # Unlocked, with new keys accepted, so that a misspelt override reaches the config validation
 # (which names the key and the valid ones) instead of failing inside flag parsing.
@@ -33,24 +34,12 @@ def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         # Orbax logs every checkpoint at INFO, which buries the per-epoch lines.
         logging.set_verbosity(logging.WARNING)
-    try:
-        cnnjax.train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except cnnjax.train.ConfigError as e:
-        raise SystemExit(f"config error: {e}") from e
-    except cnnjax.train.TrainingDiverged as e:
-        raise SystemExit(f"training diverged: {e}") from e
-
-
-def _check_overrides(argv: list[str]) -> None:
-    # Before absl parses the flags: ml_collections meets an unknown section with a traceback.
-    for arg in argv[1:]:
-        if arg.startswith("--config."):
-            try:
-                cnnjax.train.check_override(arg[len("--config.") :].split("=", 1)[0])
-            except cnnjax.train.ConfigError as e:
-                raise SystemExit(f"config error: {e}") from e
+    sys.exit(cli.run(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":
-    _check_overrides(sys.argv)
+    try:
+        cli.check_args(sys.argv)
+    except cli.ConfigError as e:
+        sys.exit(cli.fail(str(e), cli.USAGE_ERROR))
     app.run(main)

@@ -2,29 +2,33 @@
 
 A run is described by one ``ml_collections.ConfigDict``. :func:`default_config` gives every key with
 its default (the book's LeNet recipe); the files in ``configs/`` start from it and change what they
-need. :func:`resolve_config` checks a config against that schema *before anything is built or
-compiled*: an unknown key or a value of the wrong type fails at once with a message naming the key,
-what was expected and what was received. It then fills in the derived per-member values (seeds,
-learning rates) so the resolved config written to the workdir says exactly what was trained.
+need. :func:`resolve_config` is the one place a config is checked, *before anything is built or
+compiled*: the user's values are written into a locked copy of the defaults, so ``ConfigDict``
+itself refuses unknown keys and values of the wrong type (the message is rephrased to name the
+key, what was expected and what was received); the domain rules follow. Everything below the edge
+(the state, the compiled programs) takes the resolved config or plain values and never resolves
+again.
 
 Keys (defaults in :func:`default_config`):
 
 * ``seed``: the data-order seed (epoch ``e`` is shuffled with ``fold_in(key(seed), e)``).
-* ``num_epochs``, ``batch_size``, ``eval_batch_size``.
+* ``num_epochs``, ``batch_size``, ``eval_batch_size`` (evaluation batches never exceed the split).
 * ``loop``: ``"scan"`` (each epoch is one compiled ``lax.scan``; the default) or ``"step"`` (a
   jitted step called from a Python loop, so a progress bar can count steps).
-* ``data.{name, source, dir, normalize, train_limit, test_limit, fallback_epochs}``; a limit
-  keeps a fixed pseudo-random subset of that many examples (the same for every seed); 0 means
-  all. When ``source="auto"`` falls back to the small bundled set (no local copy, no network),
-  ``fallback_epochs="match_steps"`` (the default) trains proportionally more epochs so the run
-  takes as many SGD steps as it would on the data set asked for: the book's recipe needs more
-  than one pass over Fashion-MNIST's 60,000 images before it leaves chance, so 10 epochs of
-  4,000 images would show a model that never learns. ``"as_configured"`` keeps ``num_epochs``.
+* ``data.{name, source, dir, normalize, train_limit, test_limit, validation_size,
+  fallback_epochs}``: a limit keeps a fixed pseudo-random subset of that many examples (the same
+  for every seed); 0 means all. ``validation_size`` examples are held out of the training split
+  (again a fixed subset): each epoch is then evaluated on them, and the test split only once, at
+  the end. ``fallback_epochs`` (see :mod:`cnnjax.train.inputs`) decides how many epochs a run
+  trains when ``source="auto"`` falls back to the small bundled set.
 * ``model.*``: the fields of :class:`cnnjax.models.LeNet` (see ``LeNet.default_config()``).
 * ``optimizer.{name, learning_rate, momentum, weight_decay, schedule, warmup_epochs}``.
 * ``population.{size, seeds, learning_rates, strategy, freeze_diverged}``: ``size`` members trained
   in one compiled step; empty ``seeds`` means ``seed + i`` for member ``i`` and empty
   ``learning_rates`` means ``optimizer.learning_rate`` for every member.
+* ``max_loss_factor``: a member has diverged once a minibatch loss exceeds this multiple of its
+  loss at initialisation (or is non-finite); 0 keeps only the non-finite test. See
+  :func:`cnnjax.train.steps.train_step`.
 * ``per_example_grads``: also log per-example gradient-norm statistics (costs a ``vmap(grad)``).
 * ``progress``: show a tqdm progress bar.
 """
@@ -39,34 +43,24 @@ from typing import Any
 
 import ml_collections
 
+from cnnjax import data
 from cnnjax.models import LeNet
+from cnnjax.train.errors import ConfigError, ConfigTypeError
+from cnnjax.train.inputs import FALLBACK_EPOCHS
+from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 from cnnjax.train.population import STRATEGIES
+from cnnjax.train.programs import LOOPS
 
 __all__ = [
     "ConfigError",
     "ConfigTypeError",
-    "OPTIMIZERS",
     "check_override",
-    "SCHEDULES",
-    "STRATEGIES",
     "default_config",
     "resolve_config",
 ]
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
-LOOPS = ("scan", "step")
-DATA_SOURCES = ("auto", "idx", "tfds", "bundled")
-NORMALIZATIONS = ("unit", "standardize")
-FALLBACK_EPOCHS = ("match_steps", "as_configured")
-
-
-class ConfigError(ValueError):
-    """A config has an unknown key or an invalid value."""
-
-
-class ConfigTypeError(ConfigError, TypeError):
-    """A config value has the wrong type (also a ``TypeError``)."""
+# jax.random.key takes a uint32 seed.
+_MAX_SEED = 2**32 - 1
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -90,6 +84,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.normalize = "unit"
     c.data.train_limit = 0
     c.data.test_limit = 0
+    c.data.validation_size = 0
     c.data.fallback_epochs = "match_steps"
 
     c.model = ml_collections.ConfigDict(LeNet.default_config())
@@ -109,6 +104,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.population.strategy = "auto"
     c.population.freeze_diverged = True
 
+    c.max_loss_factor = 10.0
     c.per_example_grads = False
     c.progress = True
     return c
@@ -116,28 +112,6 @@ def default_config() -> ml_collections.ConfigDict:
 
 def _type_name(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
-
-
-def _check_leaf(path: str, value: Any, default: Any) -> Any:
-    """``value`` coerced to the type of ``default`` (int -> float, list -> tuple), or raises."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, Integral):
-        ok = isinstance(value, Integral) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, Real) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, (tuple, list)):
-        ok = isinstance(value, (tuple, list))
-        value = tuple(value) if ok else value
-    else:  # A default of None (or another type) imposes no type.
-        ok = True
-    if not ok:
-        expected = "a sequence" if isinstance(default, (tuple, list)) else type(default).__name__
-        raise ConfigTypeError(f"config.{path} must be {expected}, got {_type_name(value)}")
-    return value
 
 
 def _is_subsequence(short: str, long: str) -> bool:
@@ -173,32 +147,48 @@ def check_override(dotted_key: str) -> None:
       ConfigError: a section on the way to the last key does not exist.
     """
     *sections, _ = dotted_key.split(".")
-    node, path = default_config().to_dict(), ""
+    node, path = default_config(), ""
     for key in sections:
-        if not isinstance(node, Mapping) or key not in node:
-            known = list(node) if isinstance(node, Mapping) else []
+        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+            known = list(node) if isinstance(node, ml_collections.ConfigDict) else []
             raise ConfigError(_unknown_key_message(path, key, known))
         node, path = node[key], f"{path}.{key}" if path else key
 
 
-def _merge(path: str, value: Any, default: Any) -> Any:
-    """The user's ``value`` checked against ``default`` key by key; missing keys take defaults."""
-    if isinstance(default, Mapping):
-        if not isinstance(value, Mapping):
+def _write(node: ml_collections.ConfigDict, value: Mapping[str, Any], path: str) -> None:
+    """Writes the user's ``value`` into the locked ``node``, key by key.
+
+    ``ConfigDict`` refuses unknown keys (locked) and values its field type cannot take; both are
+    re-raised naming the full key. A bool where an int is expected is refused here, since
+    ``ConfigDict`` lets it through.
+    """
+    for key, v in value.items():
+        where = f"{path}.{key}" if path else key
+        if key not in node:
+            raise ConfigError(_unknown_key_message(path, key, list(node)))
+        default = node[key]
+        if isinstance(default, ml_collections.ConfigDict):
+            if not isinstance(v, Mapping):
+                raise ConfigTypeError(
+                    f"config.{where} must be a mapping of keys {sorted(default)}, "
+                    f"got {_type_name(v)}"
+                )
+            _write(default, v, where)
+            continue
+        if isinstance(v, Mapping):
+            raise ConfigTypeError(f"config.{where} must be a single value, got a mapping {dict(v)}")
+        if isinstance(v, bool) and not isinstance(default, bool) and default is not None:
             raise ConfigTypeError(
-                f"config.{path} must be a mapping of keys {sorted(default)}, "
-                f"got {_type_name(value)}"
+                f"config.{where} must be {type(default).__name__}, got {_type_name(v)}"
             )
-        for key in value:
-            if key not in default:
-                raise ConfigError(_unknown_key_message(path, key, list(default)))
-        return {
-            key: _merge(f"{path}.{key}" if path else key, value.get(key, d), d)
-            for key, d in default.items()
-        }
-    if isinstance(value, Mapping):
-        raise ConfigTypeError(f"config.{path} must be a single value, got a mapping {dict(value)}")
-    return _check_leaf(path, value, default)
+        if isinstance(default, tuple) and not isinstance(v, (tuple, list)):
+            raise ConfigTypeError(f"config.{where} must be a sequence, got {_type_name(v)}")
+        try:
+            setattr(node, key, tuple(v) if isinstance(v, list) else v)
+        except TypeError as e:
+            raise ConfigTypeError(
+                f"config.{where} must be {type(default).__name__}, got {_type_name(v)}"
+            ) from e
 
 
 def _require(cond: bool, path: str, expected: str, got: Any) -> None:
@@ -210,48 +200,41 @@ def _check_choice(path: str, value: str, choices: tuple[str, ...]) -> None:
     _require(value in choices, path, f"one of {list(choices)}", value)
 
 
-def _resolve_population(cfg: dict[str, Any]) -> None:
+def _member_values(pop: ml_collections.ConfigDict, key: str, kind: type, default: Any) -> tuple:
+    """``population.<key>`` checked element-wise, or ``default(i)`` for each member if empty."""
+    values = pop[key]
+    for i, v in enumerate(values):
+        if not isinstance(v, kind) or isinstance(v, bool):
+            name = "an int" if kind is Integral else "a float"
+            raise ConfigTypeError(
+                f"config.population.{key}[{i}] must be {name}, got {_type_name(v)}"
+            )
+    if not values:
+        return tuple(default(i) for i in range(pop.size))
+    _require(
+        len(values) == pop.size,
+        f"population.{key}",
+        f"empty or of length population.size={pop.size}",
+        values,
+    )
+    return tuple(values)
+
+
+def _resolve_population(c: ml_collections.ConfigDict) -> None:
     """Validates ``population`` and fills in per-member seeds and learning rates (in place)."""
-    pop = cfg["population"]
-    size = pop["size"]
-    _require(size >= 1, "population.size", ">= 1", size)
-    _check_choice("population.strategy", pop["strategy"], STRATEGIES)
+    pop = c.population
+    _require(pop.size >= 1, "population.size", ">= 1", pop.size)
+    _check_choice("population.strategy", pop.strategy, STRATEGIES)
 
-    seeds = pop["seeds"]
+    seeds = _member_values(pop, "seeds", Integral, lambda i: c.seed + i)
     for i, s in enumerate(seeds):
-        if not isinstance(s, Integral) or isinstance(s, bool):
-            raise ConfigTypeError(
-                f"config.population.seeds[{i}] must be an int, got {_type_name(s)}"
-            )
-        _require(s >= 0, f"population.seeds[{i}]", ">= 0", s)
-    if seeds:
-        _require(
-            len(seeds) == size,
-            "population.seeds",
-            f"empty or of length population.size={size}",
-            seeds,
-        )
-    else:
-        seeds = tuple(cfg["seed"] + i for i in range(size))
-    pop["seeds"] = tuple(int(s) for s in seeds)
+        _require(0 <= s <= _MAX_SEED, f"population.seeds[{i}]", f"in [0, {_MAX_SEED}]", s)
+    pop.seeds = tuple(int(s) for s in seeds)
 
-    rates = pop["learning_rates"]
+    rates = _member_values(pop, "learning_rates", Real, lambda i: c.optimizer.learning_rate)
     for i, r in enumerate(rates):
-        if not isinstance(r, Real) or isinstance(r, bool):
-            raise ConfigTypeError(
-                f"config.population.learning_rates[{i}] must be a float, got {_type_name(r)}"
-            )
         _require(math.isfinite(r) and r > 0, f"population.learning_rates[{i}]", "finite and > 0", r)
-    if rates:
-        _require(
-            len(rates) == size,
-            "population.learning_rates",
-            f"empty or of length population.size={size}",
-            rates,
-        )
-    else:
-        rates = (cfg["optimizer"]["learning_rate"],) * size
-    pop["learning_rates"] = tuple(float(r) for r in rates)
+    pop.learning_rates = tuple(float(r) for r in rates)
 
 
 def resolve_config(config: Any) -> ml_collections.ConfigDict:
@@ -268,6 +251,11 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
       ConfigError (a ValueError): an unknown key (the message lists the valid ones and, for a model
         field under ``population``, explains that members must share one model) or a bad value.
       ConfigTypeError (a ConfigError and a TypeError): a value of the wrong type.
+
+    Example::
+
+        >>> resolve_config({"population": {"size": 2}}).population.seeds
+        (0, 1)
     """
     if isinstance(config, ml_collections.ConfigDict):
         config = config.to_dict()
@@ -275,56 +263,63 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
         raise ConfigTypeError(
             f"config must be a ConfigDict or mapping, got {type(config).__name__}"
         )
-    cfg = _merge("", config, default_config().to_dict())
+    c = default_config()
+    c.lock()
+    _write(c, config, "")
 
-    _require(cfg["seed"] >= 0, "seed", ">= 0", cfg["seed"])
+    # A seed is a uint32 key; seed + i must stay one for every derived member seed.
+    _require(0 <= c.seed <= _MAX_SEED, "seed", f"in [0, {_MAX_SEED}]", c.seed)
     for key in ("num_epochs", "batch_size", "eval_batch_size"):
-        _require(cfg[key] >= 1, key, ">= 1", cfg[key])
-    _check_choice("loop", cfg["loop"], LOOPS)
+        _require(c[key] >= 1, key, ">= 1", c[key])
+    _check_choice("loop", c.loop, LOOPS)
+    _require(
+        math.isfinite(c.max_loss_factor) and (c.max_loss_factor == 0 or c.max_loss_factor > 1),
+        "max_loss_factor",
+        "0 (off) or a finite number > 1",
+        c.max_loss_factor,
+    )
 
-    data = cfg["data"]
-    _check_choice("data.source", data["source"], DATA_SOURCES)
-    _check_choice("data.normalize", data["normalize"], NORMALIZATIONS)
-    _check_choice("data.fallback_epochs", data["fallback_epochs"], FALLBACK_EPOCHS)
-    for key in ("train_limit", "test_limit"):
-        _require(data[key] >= 0, f"data.{key}", ">= 0 (0 means all)", data[key])
-    if data["train_limit"]:
+    d = c.data
+    _check_choice("data.source", d.source, data.LOAD_SOURCES)
+    _check_choice("data.normalize", d.normalize, data.NORMALIZATIONS)
+    _check_choice("data.fallback_epochs", d.fallback_epochs, FALLBACK_EPOCHS)
+    for key in ("train_limit", "test_limit", "validation_size"):
+        _require(d[key] >= 0, f"data.{key}", ">= 0 (0 means all/none)", d[key])
+    if d.train_limit:
         _require(
-            data["train_limit"] >= cfg["batch_size"],
+            d.train_limit >= c.batch_size + d.validation_size,
             "data.train_limit",
-            f"0 (all) or >= batch_size={cfg['batch_size']} (an epoch drops the partial batch)",
-            data["train_limit"],
+            f"0 (all) or >= batch_size + data.validation_size = "
+            f"{c.batch_size + d.validation_size} (an epoch drops the partial batch)",
+            d.train_limit,
         )
 
-    opt = cfg["optimizer"]
-    _check_choice("optimizer.name", opt["name"], OPTIMIZERS)
-    _check_choice("optimizer.schedule", opt["schedule"], SCHEDULES)
-    lr = opt["learning_rate"]
+    opt = c.optimizer
+    _check_choice("optimizer.name", opt.name, OPTIMIZERS)
+    _check_choice("optimizer.schedule", opt.schedule, SCHEDULES)
+    lr = opt.learning_rate
     _require(math.isfinite(lr) and lr > 0, "optimizer.learning_rate", "finite and > 0", lr)
-    _require(0.0 <= opt["momentum"] < 1.0, "optimizer.momentum", "in [0, 1)", opt["momentum"])
-    _require(opt["weight_decay"] >= 0.0, "optimizer.weight_decay", ">= 0", opt["weight_decay"])
-    warmup = opt["warmup_epochs"]
-    _require(warmup >= 0, "optimizer.warmup_epochs", ">= 0", warmup)
-    if opt["schedule"] == "warmup_cosine":
+    _require(0.0 <= opt.momentum < 1.0, "optimizer.momentum", "in [0, 1)", opt.momentum)
+    _require(opt.weight_decay >= 0.0, "optimizer.weight_decay", ">= 0", opt.weight_decay)
+    _require(opt.warmup_epochs >= 0, "optimizer.warmup_epochs", ">= 0", opt.warmup_epochs)
+    if opt.schedule == "warmup_cosine":
         _require(
-            warmup < cfg["num_epochs"],
+            opt.warmup_epochs < c.num_epochs,
             "optimizer.warmup_epochs",
-            f"< num_epochs={cfg['num_epochs']} for schedule 'warmup_cosine'",
-            warmup,
+            f"< num_epochs={c.num_epochs} for schedule 'warmup_cosine'",
+            opt.warmup_epochs,
         )
-    elif warmup:
+    elif opt.warmup_epochs:
         raise ConfigError(
             f"config.optimizer.warmup_epochs is only used by schedule 'warmup_cosine', "
-            f"got warmup_epochs={warmup} with schedule {opt['schedule']!r}"
+            f"got warmup_epochs={opt.warmup_epochs} with schedule {opt.schedule!r}"
         )
 
     try:
-        LeNet.from_config(cfg["model"])
+        LeNet.from_config(c.model)
     except (TypeError, ValueError) as e:
         kind = ConfigTypeError if isinstance(e, TypeError) else ConfigError
         raise kind(f"config.model: {e}") from e
 
-    _resolve_population(cfg)
-    resolved = ml_collections.ConfigDict(cfg)
-    resolved.lock()
-    return resolved
+    _resolve_population(c)
+    return c

@@ -14,7 +14,10 @@ from typing import Any
 
 import optax
 
-__all__ = ["make_optimizer", "schedule_factor"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "make_optimizer", "schedule_factor"]
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
 def _base(name: str, l2: float) -> Callable[..., optax.GradientTransformation]:

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from flax.training import train_state
 
 from cnnjax.models import LeNet
-from cnnjax.train.config import resolve_config
 from cnnjax.train.optim import make_optimizer
 
 __all__ = ["TrainState", "create_population", "member"]
@@ -24,13 +23,15 @@ __all__ = ["TrainState", "create_population", "member"]
 
 class TrainState(train_state.TrainState):
     """Flax's ``TrainState`` (``step``, ``params``, ``opt_state``; static ``apply_fn``, ``tx``)
-    plus ``diverged``: set once a step produced a non-finite loss or gradient.
+    plus ``diverged``, set once a step was unhealthy, and ``max_loss``, the loss above which a
+    step counts as diverged (see :func:`cnnjax.train.steps.train_step`).
 
     In a population every field but the static ones carries a leading member axis: ``step``
-    (P,) int32, ``diverged`` (P,) bool, parameters (P, ...).
+    (P,) int32, ``diverged`` (P,) bool, ``max_loss`` (P,) float32, parameters (P, ...).
     """
 
     diverged: jax.Array
+    max_loss: jax.Array
 
 
 def create_population(
@@ -43,8 +44,8 @@ def create_population(
     """Initialises ``config.population.size`` members of ``model`` with a leading member axis.
 
     Args:
-      config: a training config (resolved here if it is not already; see
-        :func:`cnnjax.train.config.resolve_config`). Member ``i`` is initialised from
+      config: a resolved training config (:func:`cnnjax.train.config.resolve_config`).
+        Member ``i`` is initialised from
         ``PRNGKey(population.seeds[i])`` and starts with learning rate
         ``population.learning_rates[i]``.
       model: the network; its parameters are created by ``model.init`` on a dummy batch.
@@ -54,16 +55,21 @@ def create_population(
     Returns:
       A :class:`TrainState` whose ``params`` leaves are (P, ...) float32, ``opt_state`` leaves
       (P, ...) (the learning rate at ``opt_state...hyperparams["learning_rate"]`` is (P,)),
-      ``step`` (P,) int32 zeros and ``diverged`` (P,) False.
+      ``step`` (P,) int32 zeros, ``diverged`` (P,) False and ``max_loss`` (P,) inf (the caller
+      sets the divergence bound, e.g. from the loss at initialisation).
 
     Member ``i`` equals what a population of one with seed ``seeds[i]`` and rate
     ``learning_rates[i]`` gets, bit for bit (``jax.random`` is vmap-invariant).
 
     Raises:
-      TypeError / ValueError: a bad config (see ``resolve_config``) or ``input_shape`` that is not
-        a sequence of 3 positive ints.
+      ValueError: an unresolved config, or ``input_shape`` that is not a sequence of 3 positive
+        ints.
     """
-    config = resolve_config(config)
+    if len(config.population.seeds) != config.population.size:
+        raise ValueError(
+            "create_population: config must be resolved first (cnnjax.train.resolve_config), "
+            "which fills in the per-member seeds and learning rates"
+        )
     shape = tuple(input_shape)
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ValueError(
@@ -91,6 +97,7 @@ def create_population(
             tx=tx,
             opt_state=member_tx.init(params),
             diverged=jnp.zeros((), bool),
+            max_loss=jnp.full((), jnp.inf, jnp.float32),
         )
 
     return jax.jit(jax.vmap(init_member))(seeds, rates)

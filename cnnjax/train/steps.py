@@ -17,10 +17,32 @@ import optax
 
 from cnnjax.train.state import TrainState
 
-__all__ = ["cross_entropy", "eval_step", "train_step"]
+__all__ = ["REDUCTIONS", "cross_entropy", "eval_step", "reduce_steps", "train_step"]
 
 Batch = tuple[jax.Array, jax.Array]
 Metrics = dict[str, jax.Array]
+
+# How each metric of :func:`train_step` becomes a per-epoch value (over the step axis 0).
+REDUCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "loss": lambda v: jnp.mean(v, axis=0),
+    "accuracy": lambda v: jnp.mean(v.astype(jnp.float32), axis=0),
+    "grad_norm": lambda v: jnp.mean(v, axis=0),
+    "update_norm": lambda v: jnp.mean(v, axis=0),
+    "param_norm": lambda v: v[-1],  # where the epoch ended
+    "finite": lambda v: jnp.all(v, axis=0),  # every step of the epoch was healthy
+    "example_grad_norm_mean": lambda v: jnp.mean(v, axis=0),
+    "example_grad_norm_max": lambda v: jnp.max(v, axis=0),
+}
+
+
+def reduce_steps(metrics: Metrics) -> Metrics:
+    """Per-epoch metrics from per-step ones, each reduced over axis 0 as :data:`REDUCTIONS`
+    declares: (S, ...) -> (...), e.g. (S, P) -> (P,) for a population.
+
+    Raises:
+      KeyError: a metric with no declared reduction.
+    """
+    return {name: REDUCTIONS[name](value) for name, value in metrics.items()}
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -69,13 +91,17 @@ def train_step(
       batch: ``(x, y)``; x: (B, H, W, C) float32, y: (B,) int32.
       per_example_grads: compute the gradient as the mean of per-example gradients
         (``vmap(grad)``) and report their norms. Same update up to float rounding.
-      freeze_diverged: once the loss or gradient is non-finite, keep the last finite state
-        (``jnp.where`` on a finite flag) instead of writing NaNs into it.
+      freeze_diverged: once the member has diverged, keep its last healthy state (``jnp.where``
+        on the flag) instead of writing NaNs or runaway values into it.
+
+    A step is healthy when its loss and gradient norm are finite and the loss is at most
+    ``state.max_loss`` (the member's divergence bound; ``inf`` disables it). A member whose step
+    is not healthy is marked ``diverged`` for good.
 
     Returns:
       The new state and scalar metrics: ``loss`` (mean cross-entropy before the update),
       ``accuracy``, ``grad_norm``, ``update_norm``, ``param_norm`` (after the update),
-      ``finite`` (this step's loss and gradient were finite) and, with ``per_example_grads``,
+      ``finite`` (this step was healthy, see above) and, with ``per_example_grads``,
       ``example_grad_norm_mean`` / ``example_grad_norm_max``.
     """
     x, y = batch
@@ -89,7 +115,8 @@ def train_step(
             state.params, state.apply_fn, x, y
         )
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # NaN compares False, so a NaN loss fails the bound test as well as the finite one.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (loss <= state.max_loss)
     new_state = state.apply_gradients(grads=grads)
     diverged = state.diverged | ~finite
     if freeze_diverged:

@@ -126,8 +126,16 @@ def test_wrong_types_raise_type_errors_naming_the_key(config, fragment):
         ),
         (
             {"batch_size": 64, "data": {"train_limit": 10}},
-            "data.train_limit must be 0 (all) or >= batch_size=64",
+            "data.train_limit must be 0 (all) or >= batch_size + data.validation_size = 64",
         ),
+        ({"seed": 2**32}, "config.seed must be in [0, 4294967295]"),
+        (
+            {"population": {"size": 2, "seeds": (0, 2**32)}},
+            "config.population.seeds[1] must be in [0, 4294967295]",
+        ),
+        ({"seed": 2**32 - 1, "population": {"size": 2}}, "population.seeds[1] must be in"),
+        ({"max_loss_factor": 0.5}, "config.max_loss_factor must be 0 (off) or a finite"),
+        ({"data": {"validation_size": -1}}, "config.data.validation_size must be >= 0"),
         ({"model": {"activation": "swish"}}, "config.model: LeNet: unknown activation"),
         ({"loop": "while"}, "config.loop must be one of"),
     ],
@@ -181,15 +189,12 @@ def test_cli_rejects_unknown_key_and_wrong_type_before_training(tmp_path):
     unknown = _cli(tmp_path, "--config.optimizer.lr=0.1")
     assert unknown.returncode != 0
     assert (
-        "config error: config.optimizer: unknown key 'lr' (did you mean 'learning_rate'?)"
+        "error: config.optimizer: unknown key 'lr' (did you mean 'learning_rate'?)"
         in unknown.stderr
     )
     section = _cli(tmp_path, "--config.optimiser.lr=0.1")
     assert section.returncode != 0 and "Traceback" not in section.stderr
-    assert (
-        "config error: config: unknown key 'optimiser' (did you mean 'optimizer'?)"
-        in section.stderr
-    )
+    assert "error: config: unknown key 'optimiser' (did you mean 'optimizer'?)" in section.stderr
     wrong_type = _cli(tmp_path, "--config.num_epochs=2.5")
     assert wrong_type.returncode != 0
     assert "--config.num_epochs=2.5" in wrong_type.stderr

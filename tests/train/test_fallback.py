@@ -42,7 +42,7 @@ def test_fallback_trains_as_many_steps_as_asked_for(offline_fresh_machine, tmp_p
     with open(tmp_path / "run" / "config.json") as f:
         assert json.load(f)["num_epochs"] == 3
     with open(tmp_path / "run" / "run.json") as f:
-        assert json.load(f)["dataset"] == "mnist_5k"
+        assert json.load(f)["data"]["name"] == "mnist_5k"
     out = capsys.readouterr().out
     assert "training 3 epochs instead of 1" in out and "fallback_epochs='as_configured'" in out
 

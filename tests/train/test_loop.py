@@ -7,8 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnnjax.train import ConfigError, TrainingDiverged, restore_model, train_and_evaluate
-from cnnjax.train.checkpoint import latest_epoch, open_manager
+from cnnjax.train import RunDir, RunDirError, TrainingDiverged, restore_model, train_and_evaluate
 from tests.train.tiny import RUN_OUTPUTS, assert_identical, read_metrics, tiny_config
 
 METRICS = (
@@ -51,9 +50,8 @@ def test_run_writes_every_output(reference, capsys):
     assert 0.0 <= result["test_accuracy"][0] <= 1.0
     with open(workdir / "summary.json") as f:
         assert json.load(f)["test_accuracy"] == [pytest.approx(result["test_accuracy"][0])]
-    manager = open_manager(workdir, read_only=True)
-    assert sorted(manager.all_steps()) == [0, 1, 2]
-    manager.close()
+    with RunDir(workdir, read_only=True) as rundir:
+        assert rundir.epochs() == [2, 1, 0]
 
 
 def test_same_config_gives_identical_results(reference, tmp_path):
@@ -70,14 +68,14 @@ def test_resumed_run_equals_the_uninterrupted_one(reference, tmp_path, capsys):
     assert "resuming after epoch 1" in capsys.readouterr().out
     assert_identical(read_metrics(tmp_path), read_metrics(workdir))
     assert_identical({k: resumed[k] for k in METRICS}, {k: result[k] for k in METRICS})
-    model, params = restore_model(tmp_path)
+    model, params, _ = restore_model(tmp_path)
     assert_identical(params, restore_model(workdir)[1])
     assert model.activation == "sigmoid"
     # A finished run trains nothing more, and a different config cannot reuse the workdir.
     again = train_and_evaluate(tiny_config(num_epochs=2), tmp_path)
     np.testing.assert_array_equal(again["test_accuracy"], result["test_accuracy"])
     with pytest.raises(
-        ConfigError, match=r"different config \(optimizer.learning_rate: 0.5 -> 0.1, "
+        RunDirError, match=r"different run \(config.optimizer.learning_rate: 0.5 -> 0.1; "
     ):
         train_and_evaluate(tiny_config(num_epochs=3, optimizer__learning_rate=0.1), tmp_path)
 
@@ -86,7 +84,7 @@ def test_restore_model_validates_member_and_workdir(reference, tmp_path):
     workdir, _ = reference
     with pytest.raises(ValueError, match=r"member must be an int in \[0, 1\), got 1"):
         restore_model(workdir, member=1)
-    with pytest.raises(FileNotFoundError, match="config.json not found"):
+    with pytest.raises(RunDirError, match="holds no run"):
         restore_model(tmp_path)
 
 
@@ -96,10 +94,9 @@ def test_divergence_stops_naming_member_epoch_and_rate_and_keeps_the_checkpoint(
         TrainingDiverged, match=r"epoch 1: member 0 \(seed 0, learning rate 10000\) diverged"
     ):
         train_and_evaluate(config, tmp_path)
-    manager = open_manager(tmp_path, read_only=True)
-    assert latest_epoch(manager) == 0  # epoch 1 was not checkpointed
-    manager.close()
-    _, params = restore_model(tmp_path)
+    with RunDir(tmp_path, read_only=True) as rundir:
+        assert rundir.epochs() == [0]  # epoch 1 was not checkpointed
+    _, params, _ = restore_model(tmp_path)
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
     records = read_metrics(tmp_path)
     assert records[-1]["epoch"] == 1 and records[-1]["diverged"] is True
@@ -115,7 +112,7 @@ def test_diverged_members_are_frozen_while_the_rest_train(tmp_path, capsys):
     assert "diverged in epoch 1 (frozen)" in out
     np.testing.assert_array_equal(result["diverged"], [False, True])
     assert result["epochs"] == 2
-    _, frozen = restore_model(tmp_path, member=1)
+    _, frozen, _ = restore_model(tmp_path, member=1)
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(frozen))
 
     strict = tiny_config(

@@ -14,6 +14,7 @@ from cnnjax.train import (
     make_train_step,
     member,
     population_map,
+    resolve_config,
     resolve_strategy,
 )
 from tests.train.tiny import tiny_config
@@ -34,14 +35,16 @@ TRAIN, TEST = _split(96, 0), _split(50, 1)
 
 
 def _config(seeds, rates, strategy="map", **overrides):
-    return tiny_config(
-        batch_size=16,
-        eval_batch_size=16,
-        model=SMALL_MODEL,
-        population=dict(
-            size=len(seeds), seeds=tuple(seeds), learning_rates=tuple(rates), strategy=strategy
-        ),
-        **overrides,
+    return resolve_config(
+        tiny_config(
+            batch_size=16,
+            eval_batch_size=16,
+            model=SMALL_MODEL,
+            population=dict(
+                size=len(seeds), seeds=tuple(seeds), learning_rates=tuple(rates), strategy=strategy
+            ),
+            **overrides,
+        )
     )
 
 

@@ -7,7 +7,14 @@ import optax
 import pytest
 
 from cnnjax.models import LeNet
-from cnnjax.train import create_population, eval_step, make_optimizer, member, train_step
+from cnnjax.train import (
+    create_population,
+    eval_step,
+    make_optimizer,
+    member,
+    resolve_config,
+    train_step,
+)
 from cnnjax.train.steps import cross_entropy
 from tests.train.tiny import tiny_config
 
@@ -20,6 +27,7 @@ def _one_member(lr=0.5, seed=0, **optimizer):
     config.optimizer.learning_rate = lr
     config.seed = seed
     config.optimizer.update(optimizer)
+    config = resolve_config(config)
     model = LeNet.from_config(config.model)
     return model, member(create_population(config, model, SHAPE, steps_per_epoch=4), 0)
 

@@ -21,12 +21,14 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax import data
-from cnnjax.train.config import resolve_config
 from cnnjax.train.population import population_map
 from cnnjax.train.state import TrainState
-from cnnjax.train.steps import Metrics, eval_step, train_step
+from cnnjax.train.steps import Metrics, eval_step, reduce_steps, train_step
 
-__all__ = ["make_eval_fn", "make_train_epoch", "make_train_step", "summarize_steps"]
+__all__ = ["LOOPS", "make_eval_fn", "make_train_epoch", "make_train_step"]
+
+# How an epoch is driven: one compiled lax.scan, or a jitted step called from Python.
+LOOPS = ("scan", "step")
 
 
 def _population_step(
@@ -40,31 +42,12 @@ def _population_step(
     return population_map(step, strategy or config.population.strategy)
 
 
-def summarize_steps(metrics: Metrics) -> Metrics:
-    """Per-epoch metrics from per-step ones: each (S, P) -> (P,).
-
-    Means over the steps, except ``param_norm`` (its last value), ``example_grad_norm_max``
-    (the maximum) and ``finite`` (True only if every step was finite).
-    """
-    out = {}
-    for name, value in metrics.items():
-        if name == "param_norm":
-            out[name] = value[-1]
-        elif name == "example_grad_norm_max":
-            out[name] = jnp.max(value, axis=0)
-        elif name == "finite":
-            out[name] = jnp.all(value, axis=0)
-        else:
-            out[name] = jnp.mean(value.astype(jnp.float32), axis=0)
-    return out
-
-
 def make_train_step(config: Any, *, strategy: str | None = None):
     """A jitted population step for a per-step Python loop.
 
     Args:
-      config: the training config (``per_example_grads``, ``population.freeze_diverged`` and
-        ``population.strategy`` are read).
+      config: the resolved training config (``per_example_grads``,
+        ``population.freeze_diverged`` and ``population.strategy`` are read).
       strategy: overrides ``config.population.strategy`` ("vmap" | "map" | "auto").
 
     Returns:
@@ -72,7 +55,6 @@ def make_train_step(config: Any, *, strategy: str | None = None):
       (donated); x: (B, H, W, C) float32 and y: (B,) int32, shared by all members; ``metrics``
       maps each name of :func:`cnnjax.train.steps.train_step`'s metrics to a (P,) array.
     """
-    config = resolve_config(config)
     step = _population_step(config, strategy)
 
     @functools.partial(jax.jit, donate_argnums=0)
@@ -86,7 +68,7 @@ def make_train_epoch(config: Any, *, strategy: str | None = None):
     """A jitted function that trains a population for one epoch as a single ``lax.scan``.
 
     Args:
-      config: the training config (``batch_size``, ``per_example_grads``,
+      config: the resolved training config (``batch_size``, ``per_example_grads``,
         ``population.freeze_diverged`` and ``population.strategy`` are read).
       strategy: overrides ``config.population.strategy`` ("vmap" | "map" | "auto").
 
@@ -98,11 +80,10 @@ def make_train_epoch(config: Any, *, strategy: str | None = None):
         int32) on the device;
       * ``key``: the epoch's PRNG key (:func:`cnnjax.data.epoch_key`); it fixes the permutation,
         ``N // batch_size`` full batches (the last partial batch is dropped);
-      * ``metrics``: per-epoch (P,) arrays, see :func:`summarize_steps`.
+      * ``metrics``: per-epoch (P,) arrays, see :func:`cnnjax.train.steps.reduce_steps`.
 
       One compilation per training-split shape.
     """
-    config = resolve_config(config)
     step = _population_step(config, strategy)
     batch_size = config.batch_size
 
@@ -114,7 +95,7 @@ def make_train_epoch(config: Any, *, strategy: str | None = None):
             return step(state, data.gather(train, idx))
 
         state, metrics = jax.lax.scan(body, state, indices)
-        return state, summarize_steps(metrics)
+        return state, reduce_steps(metrics)
 
     return train_epoch
 
@@ -123,22 +104,24 @@ def make_eval_fn(config: Any, *, strategy: str | None = None):
     """A jitted masked evaluation of a population over a whole split.
 
     Args:
-      config: the training config (``eval_batch_size`` and ``population.strategy`` are read).
+      config: the resolved training config (``eval_batch_size`` and ``population.strategy``
+        are read).
       strategy: overrides ``config.population.strategy``.
 
     Returns:
       ``evaluate(state, split) -> metrics``: ``split`` a :class:`cnnjax.data.DeviceSplit` with N
-      examples, padded to whole batches of ``eval_batch_size`` and masked so every example counts
-      exactly once; ``metrics`` maps ``loss`` (mean cross-entropy) and ``accuracy`` to (P,)
-      float32 arrays. ``state`` is not donated.
+      examples, padded to whole batches of ``min(eval_batch_size, N)`` and masked so every
+      example counts exactly once; ``metrics`` maps ``loss`` (mean cross-entropy) and
+      ``accuracy`` to (P,) float32 arrays. ``state`` is not donated.
     """
-    config = resolve_config(config)
     evaluate_one = population_map(eval_step, strategy or config.population.strategy)
     batch_size = config.eval_batch_size
 
     @jax.jit
     def evaluate(state: TrainState, split: data.DeviceSplit) -> Metrics:
-        indices, masks = data.eval_indices(split.images.shape[0], batch_size)
+        # Never pad a small split up to a large eval batch.
+        num = split.images.shape[0]
+        indices, masks = data.eval_indices(num, min(batch_size, num))
 
         def body(totals: Metrics, batch: tuple[jax.Array, jax.Array]):
             idx, mask = batch

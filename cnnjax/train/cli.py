@@ -1,0 +1,116 @@
+"""The command line's edge: every user error becomes one line and an exit status.
+
+``scripts/train.py`` only wires flags; this module checks what absl and ``ml_collections`` would
+otherwise meet with a traceback (a config file that is missing, does not parse, has no
+``get_config`` or returns something else; an override below an unknown section), runs
+:func:`~cnnjax.train.trainer.train_and_evaluate`, and maps its errors to exit statuses:
+
+* 0: done; 1: the run failed (diverged, a file could not be written) -- the last good checkpoint
+  stays; 2: a usage error (config, data, model shape, workdir); 130: interrupted (Ctrl-C), the
+  run resumes with the same command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+
+from cnnjax.train.config import check_override
+from cnnjax.train.errors import (
+    ConfigError,
+    DataError,
+    RunDirError,
+    TrainingDiverged,
+    WriteError,
+)
+from cnnjax.train.trainer import train_and_evaluate
+
+__all__ = ["check_args", "load_config_file", "run"]
+
+USAGE_ERROR, RUN_FAILED, INTERRUPTED = 2, 1, 130
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """``get_config()`` of the Python config file ``path``.
+
+    Raises:
+      ConfigError: the file is missing, cannot be imported, has no ``get_config``, or it does not
+        return a ``ConfigDict``.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config={path}: no such file (configs/*.py holds the shipped ones)")
+    spec = importlib.util.spec_from_file_location("_cnnjax_config", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"--config={path}: syntax error on line {e.lineno}: {e.msg}") from e
+    except Exception as e:  # noqa: BLE001 -- whatever the file raises, report it in one line
+        raise ConfigError(f"--config={path}: importing it failed: {type(e).__name__}: {e}") from e
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ConfigError(
+            f"--config={path}: defines no get_config(); a config file returns its ConfigDict "
+            f"from get_config()"
+        )
+    config = get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"--config={path}: get_config() returned {type(config).__name__}, not an "
+            f"ml_collections.ConfigDict"
+        )
+    return config
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def check_args(argv: Sequence[str]) -> None:
+    """Before absl parses ``argv``: the config file and the override sections.
+
+    Raises:
+      ConfigError: see :func:`load_config_file` and :func:`cnnjax.train.config.check_override`.
+    """
+    path = _config_path(argv)
+    if path is not None:
+        load_config_file(path)
+    for arg in argv[1:]:
+        if arg.startswith("--config."):
+            check_override(arg[len("--config.") :].split("=", 1)[0])
+
+
+def fail(message: str, status: int) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def run(config: Any, workdir: str) -> int:
+    """Runs ``train_and_evaluate`` and returns the process's exit status (see module doc)."""
+    try:
+        train_and_evaluate(config, workdir)
+    except (ConfigError, DataError, RunDirError) as e:
+        return fail(str(e), USAGE_ERROR)
+    except TrainingDiverged as e:
+        return fail(f"training diverged: {e}", RUN_FAILED)
+    except WriteError as e:
+        return fail(e.strerror or str(e), RUN_FAILED)
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the last completed epoch is checkpointed; run the same command to "
+            "resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        return INTERRUPTED
+    return 0

@@ -1,0 +1,374 @@
+"""``train_and_evaluate``: the one training loop (D2L 6.6's ``train_ch6``), driven by a config.
+
+It reads top to bottom: resolve the config, open the run directory, load the data, build the
+model and state (or resume them), then loop over epochs -- train, evaluate, record, checkpoint --
+and write the summary. The computation is the pure step of :mod:`cnnjax.train.steps`, compiled
+for a whole population by :mod:`cnnjax.train.programs`; files go through
+:class:`~cnnjax.train.rundir.RunDir` and console lines through
+:class:`~cnnjax.train.report.Reporter`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cnnjax import data
+from cnnjax.models import LeNet
+from cnnjax.train.config import resolve_config
+from cnnjax.train.errors import ConfigError, RunDirError, TrainingDiverged
+from cnnjax.train.inputs import Inputs, fallback_epochs, load_inputs
+from cnnjax.train.population import resolve_strategy
+from cnnjax.train.programs import make_eval_fn, make_train_epoch, make_train_step
+from cnnjax.train.report import Reporter
+from cnnjax.train.rundir import RunDir, to_json
+from cnnjax.train.state import TrainState, create_population
+from cnnjax.train.steps import reduce_steps
+
+__all__ = ["RestoredModel", "restore_model", "train_and_evaluate"]
+
+# Config keys that may change when a run is resumed: they do not change what is computed.
+_RESUMABLE_CHANGES = ("num_epochs", "progress")
+
+
+def _device_name() -> str:
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return f"cpu ({os.cpu_count()} cores)"
+    return f"{device.platform} ({device.device_kind})"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _identity(config: ml_collections.ConfigDict, inputs: Inputs) -> dict[str, Any]:
+    """What defines a run: its resolved config and the data it trains on."""
+    return {"config": to_json(config.to_dict()), "data": inputs.fingerprint}
+
+
+def _check_same_run(saved: dict[str, Any], current: dict[str, Any], schedule: str) -> None:
+    """Raises RunDirError naming what differs if ``current`` would not continue ``saved``."""
+    allowed = set(_RESUMABLE_CHANGES)
+    if schedule != "constant":
+        allowed.discard("num_epochs")  # the schedule's length depends on it
+    old = _flatten({"config": saved["config"], "data": saved["data"]})
+    new = _flatten(current)
+    changed = sorted(
+        k
+        for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and k.removeprefix("config.") not in allowed
+    )
+    if changed:
+        diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise RunDirError(
+            f"the workdir holds checkpoints of a different run ({diffs}{more}); resume with "
+            f"the same config and data, or use a new --workdir"
+        )
+
+
+def _check_model_fits(model: LeNet, input_shape: tuple[int, ...]) -> None:
+    """Traces the model on the input shape (nothing allocated) so a misfit is one clear line."""
+    try:
+        jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *input_shape), "f4"))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"config.model does not fit the {'x'.join(map(str, input_shape))} input of the data: "
+            f"{str(e).splitlines()[0]}"
+        ) from e
+
+
+def _divergence_bounds(state: TrainState, inputs: Inputs, factor: float, evaluate) -> TrainState:
+    """Sets each member's ``max_loss`` to ``factor`` x its loss at initialisation.
+
+    A classifier at initialisation predicts near chance (loss ~ ln K for K classes). A model
+    that is learning goes below that; one whose minibatch loss climbs to many times it has left
+    any useful region (its predictions are confidently wrong), and a learning rate far too large
+    gets there in a few steps while its loss stays finite. The loss is measured on the first
+    ``eval_batch_size`` training images.
+    """
+    if not factor:
+        return state
+    initial = evaluate(state, inputs.train)["loss"]
+    return state.replace(max_loss=jnp.asarray(factor * initial, jnp.float32))
+
+
+def _epoch_runner(config, state: TrainState, train: data.DeviceSplit, key, bar) -> tuple:
+    """``run(state, key) -> (state, metrics)`` for ``config.loop``, and its compile time (s)."""
+    start = time.perf_counter()
+    if config.loop == "scan":
+        epoch_fn = make_train_epoch(config).lower(state, train, key).compile()
+        return (lambda state, key: epoch_fn(state, train, key)), time.perf_counter() - start
+
+    batches = jax.jit(data.gather)
+    num_train = train.images.shape[0]
+    x, y = batches(train, data.epoch_indices(key, num_train, config.batch_size)[0])
+    step = make_train_step(config).lower(state, x, y).compile()
+
+    def run(state: TrainState, key: jax.Array):
+        steps = []
+        indices = data.epoch_indices(key, num_train, config.batch_size)
+        if bar is not None:
+            bar.reset(total=indices.shape[0])
+        for idx in indices:
+            state, metrics = step(state, *batches(train, idx))
+            steps.append(metrics)
+            if bar is not None:
+                bar.update()
+        return state, reduce_steps(jax.tree.map(lambda *xs: jnp.stack(xs), *steps))
+
+    return run, time.perf_counter() - start
+
+
+def _evaluate_named(evaluate, state: TrainState, split: data.DeviceSplit, name: str) -> dict:
+    return {f"{name}_{k}": np.asarray(v) for k, v in jax.device_get(evaluate(state, split)).items()}
+
+
+def train_and_evaluate(
+    config: Any, workdir: str | os.PathLike, *, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Trains and evaluates the population ``config`` describes, writing everything to ``workdir``.
+
+    If ``workdir`` holds checkpoints of the same run (same config, same data), training resumes
+    after the newest intact one (``num_epochs`` may be raised when the schedule is "constant");
+    the data order of epoch ``e`` is ``fold_in(key(seed), e)``, so a resumed run replays an
+    uninterrupted one exactly. A member diverges when a minibatch loss is non-finite or exceeds
+    ``max_loss_factor`` x its initial loss; it is then frozen (``population.freeze_diverged``)
+    or the run stops. Prints one line per epoch and a final report.
+
+    Args:
+      config: a ``ConfigDict`` or mapping (see :mod:`cnnjax.train.config`); resolved here, once.
+      workdir: the run's directory (see :mod:`cnnjax.train.rundir` for its files).
+      log: receives one-line notices (default: the reporter's console line).
+
+    Returns:
+      The summary: final per-member metrics as (P,) arrays -- ``train_loss``,
+      ``train_accuracy``, ``test_loss``, ``test_accuracy`` (and ``val_*`` with a validation
+      split), ``diverged`` and the other per-epoch metrics of the last epoch -- plus ``epochs``,
+      ``diverged_epoch``, ``best_member`` (None if all diverged), ``examples_per_second``,
+      ``compile_seconds``, ``train_seconds``, ``trained_epochs`` and ``device``.
+
+    Raises:
+      ConfigError: a bad config, or a model that does not fit the data.
+      DataError: the data cannot be loaded.
+      RunDirError: the workdir is unusable, in use, or holds a different run.
+      WriteError: a file could not be written (the last good checkpoint stays).
+      TrainingDiverged: a member diverged and ``population.freeze_diverged`` is False, or every
+        member has diverged. That epoch is not checkpointed.
+    """
+    config = resolve_config(config)
+    pop = config.population
+    with RunDir(workdir, log=log or print) as rundir:
+        inputs = load_inputs(
+            config.data, batch_size=config.batch_size, num_classes=config.model.num_classes
+        )
+        epochs = fallback_epochs(
+            config.data, inputs, num_epochs=config.num_epochs, batch_size=config.batch_size
+        )
+        if epochs is not None:
+            (log or print)(
+                f"fallback data: {inputs.name} has {inputs.fingerprint['num_train']} training "
+                f"images, not those of {config.data.name}; training {epochs} epochs instead of "
+                f"{config.num_epochs} so the run takes as many SGD steps "
+                f"(config.data.fallback_epochs='as_configured' keeps {config.num_epochs})"
+            )
+            factor = epochs / config.num_epochs
+            config.optimizer.warmup_epochs = round(config.optimizer.warmup_epochs * factor)
+            config.num_epochs = epochs
+        eval_split = "val" if inputs.validation is not None else "test"
+        report = Reporter(
+            rundir,
+            seeds=pop.seeds,
+            learning_rates=pop.learning_rates,
+            dataset=inputs.name,
+            eval_split=eval_split,
+            progress=config.progress,
+        )
+        log = log or report.line
+        rundir._log = log
+
+        model = LeNet.from_config(config.model)
+        _check_model_fits(model, inputs.input_shape)
+        steps_per_epoch = inputs.fingerprint["num_train"] // config.batch_size
+        state = create_population(
+            config, model, inputs.input_shape, steps_per_epoch=steps_per_epoch
+        )
+        evaluate = make_eval_fn(config)
+        identity = _identity(config, inputs)
+        restored = rundir.restore(
+            state,
+            check_meta=lambda meta: _check_same_run(
+                meta["run"], identity, config.optimizer.schedule
+            ),
+        )
+        # How to rebuild the state and feed the model: what restore_model needs.
+        shapes = {
+            "input_shape": list(inputs.input_shape),
+            "steps_per_epoch": steps_per_epoch,
+            "preprocess": inputs.preprocess,
+        }
+
+        def meta(epoch: int) -> dict[str, Any]:
+            return {"epoch": epoch, "history": history, "run": identity, "shapes": shapes}
+
+        if restored is None:
+            state = _divergence_bounds(state, inputs, config.max_loss_factor, evaluate)
+            start_epoch, history = 0, []
+            rundir.save(0, state, meta(0))
+        else:
+            start_epoch, state, history = restored.epoch, restored.state, restored.meta["history"]
+
+        run_info = {
+            "data": inputs.fingerprint,
+            **shapes,
+            "strategy": resolve_strategy(pop.strategy),
+            "device": _device_name(),
+        }
+        rundir.write_json("config.json", config.to_dict())
+        rundir.write_json("run.json", run_info)
+        report.write_history(history)  # rebuilds metric files lost since the last checkpoint
+        fp = inputs.fingerprint
+        log(
+            f"{inputs.name} ({inputs.source}): {fp['num_train']} train"
+            + (f" / {fp['num_validation']} validation" if fp["num_validation"] else "")
+            + f" / {fp['num_test']} test images; {pop.size} member(s), strategy "
+            f"{run_info['strategy']}, on {run_info['device']}"
+            + (f"; resuming after epoch {start_epoch}" if start_epoch else "")
+        )
+
+        eval_data = inputs.validation if inputs.validation is not None else inputs.test
+        run_epoch, compile_seconds, train_seconds, trained = None, 0.0, 0.0, 0
+        report.open_bars(config.num_epochs, start_epoch)
+        step_bar = report.step_bar() if config.loop == "step" else None
+        try:
+            for epoch in range(start_epoch + 1, config.num_epochs + 1):
+                key = data.epoch_key(config.seed, epoch)
+                if run_epoch is None:
+                    run_epoch, compile_seconds = _epoch_runner(
+                        config, state, inputs.train, key, step_bar
+                    )
+                was_diverged = np.asarray(state.diverged)
+                start = time.perf_counter()
+                state, metrics = run_epoch(state, key)
+                metrics = jax.device_get(metrics)
+                seconds = time.perf_counter() - start
+                train_seconds, trained = train_seconds + seconds, trained + 1
+
+                metrics.pop("finite")
+                record = {
+                    "epoch": epoch,
+                    "seconds": seconds,
+                    "metrics": {
+                        "train_loss": metrics.pop("loss"),
+                        "train_accuracy": metrics.pop("accuracy"),
+                        **_evaluate_named(evaluate, state, eval_data, eval_split),
+                        **metrics,
+                        "diverged": np.asarray(state.diverged),
+                    },
+                }
+                history.append(to_json(record))
+                report.epoch_line(record, config.num_epochs)
+
+                diverged = np.asarray(state.diverged)
+                newly = np.flatnonzero(diverged & ~was_diverged)
+                if newly.size:
+                    who = ", ".join(report.member_name(i) for i in newly)
+                    message = (
+                        f"epoch {epoch}: {who} diverged (loss or gradient non-finite, or loss "
+                        f"above {config.max_loss_factor:g}x its initial value)"
+                    )
+                    if not pop.freeze_diverged or diverged.all():
+                        report.write_history(history)
+                        raise TrainingDiverged(
+                            f"{message}; training stopped, the last good checkpoint is epoch "
+                            f"{rundir.epochs()[0]} in {rundir.checkpoint_dir}"
+                        )
+                    log(f"warning: {message}; frozen, the other members continue")
+                rundir.save(epoch, state, meta(epoch))
+                report.write_history(history)
+        finally:
+            report.close_bars()
+            if step_bar is not None:
+                step_bar.close()
+
+        if not history:
+            return {"epochs": 0}
+        final_eval = _evaluate_named(evaluate, state, inputs.test, "test")
+        examples = trained * steps_per_epoch * config.batch_size * pop.size
+        timing = {
+            "trained_epochs": trained,
+            "train_seconds": train_seconds,
+            "compile_seconds": compile_seconds,
+            "examples_per_second": examples / train_seconds if train_seconds else float("nan"),
+            "device": run_info["device"],
+        }
+        return report.summary(history, final_eval, timing)
+
+
+class RestoredModel(NamedTuple):
+    """A trained member: ``model``, its ``params`` (no member axis) and ``preprocess``, the
+    function that turns uint8 images (N, H, W, C) into the float32 inputs it was trained on."""
+
+    model: LeNet
+    params: Any
+    preprocess: Callable[[Any], jax.Array]
+
+
+def restore_model(workdir: str | os.PathLike, member: int = 0) -> RestoredModel:
+    """The model, trained parameters and preprocessing of one member of the run in ``workdir``.
+
+    Everything comes from the newest checkpoint (its record holds the resolved config, the input
+    shape and the normalisation the run used); no statistics are recomputed.
+
+    Example::
+
+        model, params, preprocess = restore_model("runs/lenet")
+        logits = model.apply({"params": params}, preprocess(uint8_images))
+
+    Raises:
+      RunDirError: ``workdir`` holds no run, or its newest checkpoint is damaged.
+      ValueError: ``member`` is not in ``[0, population.size)``.
+    """
+    with RunDir(workdir, read_only=True) as rundir:
+        epochs = rundir.epochs()
+        if not epochs:
+            raise RunDirError(f"{rundir.path} holds no checkpoint")
+        meta = rundir.read_meta(epochs[0])
+        config = resolve_config(meta["run"]["config"])
+        size = config.population.size
+        if isinstance(member, bool) or not isinstance(member, int) or not 0 <= member < size:
+            raise ValueError(f"restore_model: member must be an int in [0, {size}), got {member!r}")
+        model = LeNet.from_config(config.model)
+        shapes = meta["shapes"]
+        target = create_population(
+            config, model, tuple(shapes["input_shape"]), steps_per_epoch=shapes["steps_per_epoch"]
+        )
+        checkpoint = rundir.restore(target)
+        if checkpoint is None:
+            raise RunDirError(f"{rundir.path} holds no checkpoint")
+        params = jax.tree.map(lambda x: x[member], checkpoint.state.params)
+        prep = shapes["preprocess"]
+
+    def preprocess(images: Any) -> jax.Array:
+        return data.to_device(
+            np.asarray(images),
+            np.zeros(len(images), np.int32),
+            normalize=prep["normalize"],
+            **{k: prep[k] for k in ("mean", "std") if k in prep},
+        ).images
+
+    return RestoredModel(model, params, preprocess)
