@@ -17,7 +17,6 @@ the inputs are synthetic shapes; the figure titles say which. Takes about 15 s o
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pathlib
 from collections.abc import Callable
