@@ -1,0 +1,68 @@
+"""Exercise 6.6.4.2: LeNet variants along each axis the exercise names, as short screening runs.
+
+The base is ``configs/lenet_modern.py``'s recipe (ReLU, max pooling, He-uniform init, AdamW 1e-2
+with decoupled weight decay 0.05, one warmup epoch then cosine decay, standardised inputs) on a
+fixed 15,000-image subset of the training split, of which 5,000 are held out for validation: 6
+epochs, four seeds as one population. Every variant changes one thing (:data:`VARIANTS`: its
+name, the axis, and the ``--config.`` overrides); each is its own run, since members of a
+population share one model. Variants are scored on the validation split only.
+
+    python scripts/exercises.py --sweep-commands   # prints one train.py command per variant
+    python scripts/train.py --config configs/lenet_variants.py --workdir runs/variants/base \\
+        --config.data.source=idx --config.data.dir=../shared/data/fashion_mnist
+    python scripts/exercises.py --results runs/variants   # the table of every finished run
+
+Results, measured: see EXERCISES.md (6.6.4.2).
+"""
+
+import ml_collections
+
+from cnnjax.train import default_config
+
+# name -> (axis, overrides of the base config)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "base": ("-", {}),
+    "kernel_3x3": ("kernel size", {"model.kernel_sizes": (3, 3), "model.padding": 1}),
+    "kernel_7x5": ("kernel size", {"model.kernel_sizes": (7, 5), "model.padding": 3}),
+    "channels_4_8": ("channels", {"model.channels": (4, 8)}),
+    "channels_10_24": ("channels", {"model.channels": (10, 24)}),
+    "act_sigmoid": ("activation", {"model.activation": "sigmoid"}),
+    "act_tanh": ("activation", {"model.activation": "tanh"}),
+    "act_gelu": ("activation", {"model.activation": "gelu"}),
+    "conv_3_layers": (
+        "conv layers",
+        {"model.channels": (6, 16, 32), "model.kernel_sizes": (5, 3, 3)},
+    ),
+    "dense_0": ("dense layers", {"model.dense": ()}),
+    "dense_1": ("dense layers", {"model.dense": (120,)}),
+    "dense_3": ("dense layers", {"model.dense": (120, 84, 64)}),
+    "init_xavier": ("initialisation", {"model.kernel_init": "xavier_uniform"}),
+    "lr_3e-3_3e-2": (
+        "learning rate",
+        {
+            "population.size": 8,
+            "population.seeds": (0, 1, 2, 3) * 2,
+            "population.learning_rates": (3e-3,) * 4 + (3e-2,) * 4,
+        },
+    ),
+}
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = default_config()
+    config.num_epochs = 6
+    config.batch_size = 256
+    config.data.normalize = "standardize"
+    config.data.train_limit = 15000
+    config.data.validation_size = 5000
+    config.model.activation = "relu"
+    config.model.pooling = "max"
+    config.model.kernel_init = "he_uniform"
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 1e-2
+    config.optimizer.weight_decay = 0.05
+    config.optimizer.schedule = "warmup_cosine"
+    config.optimizer.warmup_epochs = 1
+    config.population.size = 4
+    config.progress = False
+    return config
