@@ -32,6 +32,9 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "avg_pool3d",
+    "max_unpool",
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
 ]
 
 
@@ -131,40 +134,172 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1) -> n
 conv1d = conv2d = conv3d = conv
 
 
-def _pool(x, window, stride, padding, mode: str, count_include_pad: bool) -> np.ndarray:
-    x = _f64(x)
+# --- Pooling: torch's loops, one example, channel and output element at a time. ---
+
+
+def _pool_size(n: int, k_eff: int, s: int, lo: int, hi: int, ceil_mode: bool) -> int:
+    """torch's pooling_output_shape, with (lo, hi) padding."""
+    span = n + lo + hi - k_eff + (s - 1 if ceil_mode else 0)
+    out = span // s + 1
+    if ceil_mode and (out - 1) * s >= n + lo:
+        out -= 1
+    return out
+
+
+def _pool_params(x, window, stride, padding, dilation):
     r = x.ndim - 2
     window = _checks.int_tuple("pool", "window", window, r, minimum=1)
     strides = (
         window if stride is None else _checks.int_tuple("pool", "stride", stride, r, minimum=1)
     )
-    pads = _checks.padding_pairs("pool", padding, x.shape[1:-1], window, strides)
-    full_pads = ((0, 0), *pads, (0, 0))
-    xp = np.pad(x, full_pads, constant_values=-np.inf if mode == "max" else 0.0)
-    real = np.pad(np.ones_like(x), full_pads)  # 1 where xp holds input, 0 in the padding
-    out_shape = [(n - k) // s + 1 for n, k, s in zip(xp.shape[1:-1], window, strides)]
-    spatial_axes = tuple(range(1, r + 1))
-    y = np.zeros((x.shape[0], *out_shape, x.shape[-1]))
-    for pos in np.ndindex(*out_shape):
-        sl = _window(pos, strides, window, (1,) * r)
-        at = (slice(None), *pos, slice(None))
-        if mode == "max":
-            y[at] = xp[sl].max(axis=spatial_axes)
+    dilation = _checks.int_tuple("pool", "dilation", dilation, r, minimum=1)
+    k_eff = [d * (k - 1) + 1 for k, d in zip(window, dilation)]
+    pads = _checks.padding_pairs("pool", padding, x.shape[1:-1], k_eff, strides)
+    return window, strides, dilation, k_eff, pads
+
+
+def max_pool(x, window, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Max pooling of x (N, *spatial, C) as torch's CPU kernel loops it.
+
+    Taps are visited in row-major window order; out-of-input taps are skipped; a tap wins if it
+    is greater than the running max or NaN. Indices are flat within the (unpadded) spatial plane
+    (int64).
+    """
+    x = _f64(x)
+    window, strides, dilation, k_eff, pads = _pool_params(x, window, stride, padding, dilation)
+    spatial = x.shape[1:-1]
+    out = [
+        _pool_size(n, k, s, lo, hi, ceil_mode)
+        for n, k, s, (lo, hi) in zip(spatial, k_eff, strides, pads)
+    ]
+    y = np.full((x.shape[0], *out, x.shape[-1]), -np.inf)
+    idx = np.zeros(y.shape, np.int64)
+    for b in range(x.shape[0]):
+        for c in range(x.shape[-1]):
+            for pos in np.ndindex(*out):
+                best, best_i = -np.inf, None
+                for tap in np.ndindex(*window):
+                    coord = tuple(
+                        p * s - lo + t * d
+                        for p, s, (lo, _), t, d in zip(pos, strides, pads, tap, dilation)
+                    )
+                    if not all(0 <= q < n for q, n in zip(coord, spatial)):
+                        continue
+                    flat = int(np.ravel_multi_index(coord, spatial))
+                    v = x[(b, *coord, c)]
+                    if best_i is None:
+                        best_i = flat
+                    if v > best or np.isnan(v):
+                        best, best_i = v, flat
+                y[(b, *pos, c)] = best
+                idx[(b, *pos, c)] = best_i if best_i is not None else -1
+    return (y, idx) if return_indices else y
+
+
+def avg_pool(
+    x,
+    window,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
+    """Average pooling of x (N, *spatial, C) as torch's CPU kernel loops it.
+
+    A window is clipped to input + padding (its size is the count_include_pad divisor), then to
+    the input (the elements summed, and the divisor otherwise); divisor_override replaces both.
+    """
+    x = _f64(x)
+    window, strides, _, _, pads = _pool_params(x, window, stride, padding, 1)
+    spatial = x.shape[1:-1]
+    out = [
+        _pool_size(n, k, s, lo, hi, ceil_mode)
+        for n, k, s, (lo, hi) in zip(spatial, window, strides, pads)
+    ]
+    y = np.zeros((x.shape[0], *out, x.shape[-1]))
+    for pos in np.ndindex(*out):
+        lo_pad = [p * s - lo for p, s, (lo, _) in zip(pos, strides, pads)]
+        hi_pad = [min(a + k, n + hi) for a, k, n, (_, hi) in zip(lo_pad, window, spatial, pads)]
+        pool_size = np.prod([e - a for a, e in zip(lo_pad, hi_pad)])
+        start = [max(a, 0) for a in lo_pad]
+        end = [min(e, n) for e, n in zip(hi_pad, spatial)]
+        region = (slice(None), *(slice(a, e) for a, e in zip(start, end)), slice(None))
+        total = x[region].sum(axis=tuple(range(1, x.ndim - 1)))
+        if divisor_override is not None:
+            divisor = divisor_override
+        elif count_include_pad:
+            divisor = pool_size
         else:
-            count = np.prod(window) if count_include_pad else real[sl].sum(axis=spatial_axes)
-            y[at] = xp[sl].sum(axis=spatial_axes) / count
+            divisor = np.prod([e - a for a, e in zip(start, end)])
+        y[(slice(None), *pos, slice(None))] = total / divisor
     return y
-
-
-def max_pool(x, window, stride=None, padding=0) -> np.ndarray:
-    """Max pooling of x (N, *spatial, C); padding never wins."""
-    return _pool(x, window, stride, padding, "max", True)
-
-
-def avg_pool(x, window, stride=None, padding=0, count_include_pad: bool = True) -> np.ndarray:
-    """Average pooling of x (N, *spatial, C), PyTorch's ``count_include_pad``."""
-    return _pool(x, window, stride, padding, "avg", count_include_pad)
 
 
 max_pool1d = max_pool2d = max_pool3d = max_pool
 avg_pool1d = avg_pool2d = avg_pool3d = avg_pool
+
+
+def max_unpool(x, indices, window, stride=None, padding=0, output_size=None):
+    """Zeros of the output size, with x[b, ..., c] written at flat position indices[b, ..., c]
+    of example b's channel-c plane (channels last)."""
+    x, indices = _f64(x), np.asarray(indices)
+    r = x.ndim - 2
+    window = _checks.int_tuple("unpool", "window", window, r, minimum=1)
+    strides = (
+        window if stride is None else _checks.int_tuple("unpool", "stride", stride, r, minimum=1)
+    )
+    pads = _checks.padding_pairs("unpool", padding, x.shape[1:-1], window, strides)
+    if output_size is None:
+        output_size = [
+            (n - 1) * s + k - lo - hi
+            for n, s, k, (lo, hi) in zip(x.shape[1:-1], strides, window, pads)
+        ]
+    y = np.zeros((x.shape[0], *output_size, x.shape[-1]))
+    for b in range(x.shape[0]):
+        for c in range(x.shape[-1]):
+            plane = y[b, ..., c].reshape(-1)
+            for pos in np.ndindex(*x.shape[1:-1]):
+                plane[indices[(b, *pos, c)]] = x[(b, *pos, c)]
+            y[b, ..., c] = plane.reshape(output_size)
+    return y
+
+
+def _adaptive(x, output_size, mode: str, return_indices: bool = False):
+    x = _f64(x)
+    spatial = x.shape[1:-1]
+    r = len(spatial)
+    if not isinstance(output_size, (tuple, list)):
+        output_size = (output_size,) * r
+    out = [n if o is None else o for o, n in zip(output_size, spatial)]
+    y = np.zeros((x.shape[0], *out, x.shape[-1]))
+    idx = np.zeros(y.shape, np.int64)
+    for pos in np.ndindex(*out):
+        # torch: start = floor(i * n / o), end = ceil((i + 1) * n / o).
+        start = [int(np.floor(i * n / o)) for i, n, o in zip(pos, spatial, out)]
+        end = [int(np.ceil((i + 1) * n / o)) for i, n, o in zip(pos, spatial, out)]
+        region = x[(slice(None), *(slice(a, e) for a, e in zip(start, end)), slice(None))]
+        at = (slice(None), *pos, slice(None))
+        if mode == "avg":
+            y[at] = region.mean(axis=tuple(range(1, r + 1)))
+            continue
+        for b in range(x.shape[0]):
+            for c in range(x.shape[-1]):
+                best, best_i = -np.inf, None
+                for local in np.ndindex(*region.shape[1:-1]):
+                    coord = tuple(a + q for a, q in zip(start, local))
+                    v = region[(b, *local, c)]
+                    if best_i is None or v > best or np.isnan(v):
+                        best, best_i = v, int(np.ravel_multi_index(coord, spatial))
+                y[(b, *pos, c)], idx[(b, *pos, c)] = best, best_i
+    return (y, idx) if return_indices else y
+
+
+def adaptive_avg_pool(x, output_size) -> np.ndarray:
+    """Adaptive average pooling of x (N, *spatial, C): the mean of each of torch's bins."""
+    return _adaptive(x, output_size, "avg")
+
+
+def adaptive_max_pool(x, output_size, return_indices=False):
+    """Adaptive max pooling of x (N, *spatial, C), torch's bins and tie/NaN rule."""
+    return _adaptive(x, output_size, "max", return_indices)

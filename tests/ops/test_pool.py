@@ -74,9 +74,12 @@ def _check_pools(case, impl, dtype):
             count_include_pad=include,
             impl=impl,
         )
-        expected = ref.avg_pool(x, window, stride, padding, include)
+        expected = ref.avg_pool(x, window, stride, padding, count_include_pad=include)
         h.assert_close_to_reference(
-            jax.jit(f)(x), expected, ref.avg_pool(ax, window, stride, padding, include), dtype
+            jax.jit(f)(x),
+            expected,
+            ref.avg_pool(ax, window, stride, padding, count_include_pad=include),
+            dtype,
         )
         if len(window) == 2:
             oracle = h.window_view_pool(x, window, s, pads, "avg", include)
