@@ -24,44 +24,18 @@ Small tiles trade FLOPs for a thinner GEMM and a larger ``X``; :func:`auto_tile`
 Autodiff of slices, an einsum and a dot gives only pads, adds and GEMMs: no convolution op
 appears in the forward or backward program.
 
-Why it wins on XLA:CPU. A direct convolution in a small CNN is a channel-starved GEMM: LeNet's
-convs contract kh*kw*C = 25 / 150 values into O = 6 / 16 outputs, and XLA:CPU runs their
-backward convolutions slowly (slower still inside ``lax.scan``). The Toeplitz form spends
-``Wu/kw`` times the direct conv's FLOPs (LeNet: 6.4x and 2.8x) on one large GEMM per conv
-(batch 256: conv1 7168x160 @ 160x168, conv2 2560x420 @ 420x160) that runs near the matmul peak.
-Measured on the project's 2-core CPU (jax 0.10.2, batch 256, quiet run, full width): LeNet conv1
-forward 3.0 ms (~128 GFLOP/s) against lax's 10.3 ms (~6 GFLOP/s), forward + both gradients 8.4
-vs 37.5 ms; conv2 forward 2.7 vs 2.1 ms (lax wins), forward + both gradients 7.8 vs 19.3 ms; a
-whole LeNet SGD step 19.2 vs 39.2 ms (2.0x). See :func:`use_toeplitz` for the shapes where it
-loses (measured at full width; tiling only makes the convs it picks faster).
+Why it wins. A direct convolution in a small CNN is a channel-starved GEMM: LeNet's convs
+contract kh*kw*C = 25 / 150 values into O = 6 / 16 outputs, and XLA:CPU runs those convolutions
+(the backward ones above all) far below the matmul peak; the Toeplitz form spends ``Wt/kw``
+times the direct conv's FLOPs on one large GEMM per conv that runs near it. On a GPU, LeNet's
+convs are too small to fill the device, and one GEMM per conv (and per population under
+``vmap``, a batched GEMM instead of a grouped conv) keeps the step short. The measurements
+behind every threshold here are printed by ``scripts/bench_ops.py`` and recorded, with the
+machine, in BENCHMARKS.md.
 
-Width tiles, measured on a later, ~2x faster 2-core CPU (AMD EPYC, AVX-512; shared and noisy, so
-ratios within one interleaved run, medians of 7): a bare LeNet SGD step (20 steps in one
-``lax.scan``, batch 256) and the forward pass (batch 1024), examples/s relative to full width::
-
-    conv1 T   conv2 T   FLOP blow-up   train   forward
-    28        10        6.4 / 2.8      1.00    1.00
-    14        5         3.6 / 1.8      1.14
-    7         10        2.2 / 2.8              1.14
-    7         5         2.2 / 1.8      1.11    1.27
-    4         10        1.6 / 2.8      1.18
-    4         5         1.6 / 1.8      1.20    1.13    auto_tile
-    4         2         1.6 / 1.2              1.06
-    4         lax                              1.14
-    4         4 (3 tiles, 2 padded cols)  1.00
-    2         5         1.2 / 1.8      1.04
-
-An earlier run gave conv2 T=2 (with conv1 T=4) 0.97 in training. Tiles narrower than the
-kernel's overlap (conv2 T=2: an input column lands in up to 3 tiles) lose: the band matrix
-grows, and with it the scatter-add that turns its gradient into the input gradient, an
-elementwise fusion that costs about as much as one of conv2's GEMMs. Lax convs: 0.16x.
-
-On a GPU the same holds for different reasons: LeNet's convs are far too small to fill it, so
-each step is bound by kernel launches and cuDNN's small-channel kernels, while one GEMM
-per conv (and per population under ``vmap``, a batched GEMM instead of a grouped conv) keeps the
-step short. Measured on one H100 (jax 0.11.2, book LeNet, batch 256, whole epoch in
-``lax.scan``): 1.13 M examples/s with Toeplitz convs against 0.81 M with cuDNN convs; a
-population of 64 under ``vmap``, 5.2 M against 1.9 M example-models/s.
+NaN and inf. The GEMM multiplies every input value of a band by the weight's structural zeros,
+and ``0 * inf`` is NaN: a non-finite input spreads to more outputs than a direct convolution
+gives. ``conv2d(impl="auto")`` therefore runs this form only when its inputs are finite.
 """
 
 from __future__ import annotations
@@ -73,12 +47,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["auto_tile", "toeplitz_conv2d", "use_toeplitz"]
+__all__ = ["auto_tile", "toeplitz_conv2d", "use_toeplitz", "use_toeplitz_forward"]
 
-# "auto" thresholds, from the measurements in use_toeplitz's docstring.
+# "auto" thresholds (measurements: scripts/bench_ops.py, BENCHMARKS.md).
 _MAX_STARVATION = 18.0
 _MAX_WEIGHT_ENTRIES = 2**20
-# auto_tile's minimum GEMM output width, from the measurements in the module docstring.
+_MAX_OUT_CHANNELS = 32
+# Slices the band matrix is stacked from (kh per width tile): bounds the program's size and so
+# its compile time.
+_MAX_SLICES = 64
+# Forward only, lax's direct conv is fast enough once the GEMM it runs is not starved.
+_MAX_FORWARD_IN_CHANNELS = 3
+_MAX_FORWARD_OUT_CHANNELS = 16
+# auto_tile's minimum GEMM output width.
 _MIN_TILE_OUTPUTS = 24
 
 
@@ -183,16 +164,18 @@ def auto_tile(wo: int, kw: int, o: int, *, stride: int, dilation: int, backend: 
     Args: the output width ``wo``, kernel width ``kw``, output channels ``o``, horizontal
     ``stride`` and ``dilation``, and ``backend`` as ``jax.default_backend()`` names it.
 
-    Off CPU, the full width ``wo`` (the form measured on GPU). On CPU, the smallest divisor
-    ``T`` of ``wo`` with
+    Returns ``wo`` (full width) off CPU. On CPU, the smallest divisor ``T`` of ``wo`` with
 
     * ``T * stride >= (kw - 1) * dilation``: a tile advances at least as far as neighbouring
       tiles overlap, so no input column is copied into more than two tiles and the band
       matrix (and, for an input gradient, the scatter-add back from it) stays small;
-    * ``T * o >= 24``: the GEMM's output width fills AVX-512 registers.
+    * ``T * o >= 24``: the GEMM's output width fills AVX-512 registers;
 
-    ``wo`` itself when no smaller divisor qualifies. See the module docstring for the
-    measurements behind both bounds.
+    or ``wo`` itself when no smaller divisor qualifies.
+
+    Example:
+      >>> auto_tile(28, 5, 6, stride=1, dilation=1, backend="cpu")  # LeNet conv1
+      4
     """
     if backend != "cpu":
         return wo
@@ -200,6 +183,17 @@ def auto_tile(wo: int, kw: int, o: int, *, stride: int, dilation: int, backend: 
         if wo % t == 0 and t * stride >= (kw - 1) * dilation and t * o >= _MIN_TILE_OUTPUTS:
             return t
     return wo
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation, backend):
+    """(C, O, kh, FLOP blow-up at full width, Toeplitz weight entries, slices) of one conv."""
+    _, _, w_in, c = x_shape
+    kh, kw, _, o = w_shape
+    wo = _out_size(w_in, kw, stride[1], padding[1], dilation[1])
+    wu = (wo - 1) * stride[1] + (kw - 1) * dilation[1] + 1
+    tile = auto_tile(wo, kw, o, stride=stride[1], dilation=dilation[1], backend=backend)
+    slices = kh * -(-wo // tile)
+    return c, o, wu / kw, kh * wu * c * wo * o, slices
 
 
 def use_toeplitz(
@@ -212,7 +206,7 @@ def use_toeplitz(
     groups: int,
     backend: str,
 ) -> bool:
-    """Whether ``conv2d(impl="auto")`` should use :func:`toeplitz_conv2d` for this convolution.
+    """Whether ``conv2d(impl="auto")`` should use :func:`toeplitz_conv2d` when differentiated.
 
     Args are the shapes and normalised arguments ``conv2d`` has after validation: x_shape
     (N, H, W, C), w_shape (kh, kw, C // groups, O), stride (sh, sw), padding
@@ -221,54 +215,60 @@ def use_toeplitz(
 
     True only when all hold:
 
-    * ``backend`` is "cpu" or "gpu". On TPU (not measured) the convolution units are left to
-      run direct convolutions. On GPU the rule below was checked on LeNet's two convs only
-      (H100: a training epoch 1.4x faster than with cuDNN convs, a vmapped population of 64
-      2.7x); larger convs fail the size bounds and go to cuDNN.
-    * ``groups == 1``: a grouped Toeplitz weight would be block-diagonal and mostly zeros.
-    * ``C * Wu / kw <= 18``, where ``Wu / kw`` is the FLOP blow-up over a direct
-      conv (Wu: padded input width the kernel reaches). XLA:CPU's direct convs (backward ones
-      above all) run at a few GFLOP/s per input channel when C is small, the Toeplitz GEMM near
-      the matmul peak, so the blow-up it can afford shrinks roughly as 1 / C.
-    * the Toeplitz weight ``kh * Wu * C * Wo * O`` has at most 2**20 entries (4 MiB in
-      float32), so building it and its gradient stays cheap next to the GEMM (the largest
-      measured win, C = O = 32 on 14x14 with 5x5 kernels, had 0.7 M entries).
+    * ``backend`` is "cpu" or "gpu" (on TPU the convolution units run direct convolutions;
+      not measured);
+    * ``groups == 1``: a grouped Toeplitz weight would be block-diagonal and mostly zeros;
+    * ``C * Wu / kw <= 18``, where ``Wu / kw`` is the full-width FLOP blow-up over a direct
+      conv (Wu: padded input width the kernel reaches): XLA:CPU's direct convs run at a few
+      GFLOP/s per input channel when C is small, the Toeplitz GEMM near the matmul peak, so the
+      blow-up it can afford shrinks roughly as 1 / C;
+    * ``O <= 32``: with more output channels the direct conv's GEMM is no longer starved;
+    * the full-width Toeplitz weight ``kh * Wu * C * Wo * O`` has at most 2**20 entries, so
+      building it and its gradient stays cheap next to the GEMM;
+    * the band matrix is stacked from at most 64 slices (kh per width tile), which bounds the
+      compiled program's size and compile time.
 
-    Measured on the project's 2-core CPU, shared and noisy (jax 0.10.2, float32, stride 1,
-    batch 64-256; forward + both gradients; speed-up = lax time / Toeplitz time, interleaved
-    round-robin medians, ranges over repeated runs)::
+    The rule errs towards lax: a missed win costs a speed-up, a wrong pick a slow-down. It
+    holds for LeNet's two convs (what makes its training fast on CPU) and declines the usual
+    research shapes (ResNet's 3x3 64->64, 7x7/2 stems, CIFAR stems).
 
-        C   kh=kw  W (pad)  Wu/kw  C*Wu/kw  speed-up   auto
-        1   5      28 (2)    6.4      6.4   2.8-4.0    yes   LeNet conv1
-        1   3      32 (1)   11.3     11.3   2.1        yes
-        1   5      56 (2)   12.0     12.0   1.7-1.9    yes
-        1   3      64 (1)   22.0     22.0   0.77-0.85  no
-        1   5     112 (2)   23.2     23.2   0.44       no
-        2   5      28 (2)    6.4     12.8   1.6        yes
-        2   3      28 (1)   10.0     20.0   0.86-0.99  no
-        3   5      14 (0)    2.8      8.4   2.9        yes
-        3   5      28 (2)    6.4     19.2   0.72-0.76  no
-        4   3      14 (1)    5.3     21.3   1.09-1.14  no
-        6   5      14 (0)    2.8     16.8   1.6-1.7    yes   LeNet conv2
-        6   3      10 (0)    3.3     20.0   2.0        no    (missed win)
-        6   5      28 (2)    6.4     38.4   0.52       no
-        8   3       8 (1)    3.3     26.7   0.71-0.81  no
-        16  5      14 (0)    2.8     44.8   1.6-1.8    no    (missed win)
-        16  5       8 (2)    2.4     38.4   0.44       no
-        16  3      16 (1)    6.0     96.0   0.42       no
-        64  3      32 (1)   11.3    725     0.12       no
-
-    The rule errs towards lax: a missed win costs a speed-up, a wrong pick costs a slow-down.
-    Unpadded convs on small maps (the "missed win" rows) can win with more channels, as
-    XLA:CPU runs those lax convs slowly, but no simple shape rule separated them from the
-    losing rows.
+    Example:
+      >>> use_toeplitz((256, 28, 28, 1), (5, 5, 1, 6), stride=(1, 1), padding=((2, 2), (2, 2)),
+      ...              dilation=(1, 1), groups=1, backend="cpu")  # LeNet conv1
+      True
     """
     if backend not in ("cpu", "gpu") or groups != 1:
         return False
-    _, _, w_in, c = x_shape
-    kh, kw, _, o = w_shape
-    wo = _out_size(w_in, kw, stride[1], padding[1], dilation[1])
-    wu = (wo - 1) * stride[1] + (kw - 1) * dilation[1] + 1
-    blowup = wu / kw
-    weight_entries = kh * wu * c * wo * o
-    return c * blowup <= _MAX_STARVATION and weight_entries <= _MAX_WEIGHT_ENTRIES
+    c, o, blowup, entries, slices = _geometry(x_shape, w_shape, stride, padding, dilation, backend)
+    return (
+        c * blowup <= _MAX_STARVATION
+        and o <= _MAX_OUT_CHANNELS
+        and entries <= _MAX_WEIGHT_ENTRIES
+        and slices <= _MAX_SLICES
+    )
+
+
+def use_toeplitz_forward(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    *,
+    stride: tuple[int, int],
+    padding: tuple[tuple[int, int], tuple[int, int]],
+    dilation: tuple[int, int],
+    backend: str,
+) -> bool:
+    """Whether a conv that :func:`use_toeplitz` picks should also use it when not differentiated.
+
+    Same arguments as :func:`use_toeplitz` (groups is 1 here). Forward only, XLA:CPU's direct
+    convolution is much better than its backward ones, so the Toeplitz GEMM must win on the
+    forward pass alone: True when ``C <= 3`` and ``O <= 16`` (LeNet's conv1, single-channel
+    image stems with few filters), False otherwise (e.g. MNIST-CNN's 3x3 1->32 and LeNet's
+    conv2, where lax's forward is as fast or faster).
+
+    Example:
+      >>> use_toeplitz_forward((256, 14, 14, 6), (5, 5, 6, 16), stride=(1, 1),
+      ...                      padding=((0, 0), (0, 0)), dilation=(1, 1), backend="cpu")
+      False
+    """
+    c, o, *_ = _geometry(x_shape, w_shape, stride, padding, dilation, backend)
+    return c <= _MAX_FORWARD_IN_CHANNELS and o <= _MAX_FORWARD_OUT_CHANNELS

@@ -31,7 +31,8 @@ def _check_case(case, impl, dtype):
     x, w = h.random(rng, x_shape, dtype), h.random(rng, w_shape, dtype)
     b = h.random(rng, w_shape[-1:], dtype) if with_bias else None
     # One compilation per example instead of one per primitive (eager dispatch is slower here).
-    y = jax.jit(functools.partial(ops.conv, impl=impl, **kw))(x, w, b)
+    # layout="NHWC" spelled out: a random HWIO kernel may look like a torch weight to the guard.
+    y = jax.jit(functools.partial(ops.conv, impl=impl, layout="NHWC", **kw))(x, w, b)
     chex.assert_type(y, dtype)
     expected = ref.conv(x, w, b, **kw)
     h.assert_close_to_reference(y, expected, _abs_reference(x, w, b, **kw), dtype)
@@ -77,13 +78,19 @@ def test_conv1d_and_conv3d_equal_reference(rank, op, reference, max_groups, data
     x, w = h.random(rng, x_shape), h.random(rng, w_shape)
     b = h.random(rng, w_shape[-1:]) if with_bias else None
     h.assert_close_to_reference(
-        op(x, w, b, **kw), reference(x, w, b, **kw), _abs_reference(x, w, b, **kw), jnp.float32
+        op(x, w, b, layout="NHWC", **kw),
+        reference(x, w, b, **kw),
+        _abs_reference(x, w, b, **kw),
+        jnp.float32,
     )
 
 
-@pytest.mark.parametrize("stride", [1, 2, 3])
-@pytest.mark.parametrize("padding", ["SAME", "same", "VALID"])
+@pytest.mark.parametrize(
+    "stride,padding",
+    [(s, p) for s in (1, 2, 3) for p in ("SAME", "VALID", "valid")] + [(1, "same")],
+)
 def test_string_padding_matches_lax(stride, padding):
+    # Lowercase "same" is torch's (stride 1 only, where it equals XLA's "SAME").
     rng = np.random.default_rng(stride)
     x, w = h.random(rng, (2, 7, 10, 3)), h.random(rng, (3, 4, 3, 5))
     y = ops.conv2d(x, w, stride=stride, padding=padding, dilation=(1, 2), impl="lax")

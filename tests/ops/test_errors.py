@@ -146,20 +146,38 @@ CASES = [
     (ops.pool2d, (X2, 1.5), TypeError, "pool2d: pool_size must be made of ints, got 1.5"),
     (ops.pool2d, (X3, 2), ValueError, "pool2d: X must be 2-D (H, W)"),
     # conv2d / conv / conv1d / conv3d.
-    (ops.conv2d, (X3, W4), ValueError, "conv2d: x must be 4-D (N, H, W, C), got shape (2, 4, 5)"),
-    (ops.conv1d, (X4, W4), ValueError, "conv1d: x must be 3-D (N, L, C), got shape (2, 6, 6, 4)"),
-    (ops.conv3d, (X4, W4), ValueError, "conv3d: x must be 5-D (N, D, H, W, C)"),
+    (
+        ops.conv2d,
+        (X2, W4),
+        ValueError,
+        "conv2d: x must be 4-D (N, H, W, C) or 3-D unbatched (H, W, C), got shape (4, 5)",
+    ),
+    (
+        ops.conv1d,
+        (X4, W4),
+        ValueError,
+        "conv1d: x must be 3-D (N, L, C) or 2-D unbatched (L, C), got shape (2, 6, 6, 4)",
+    ),
+    (ops.conv3d, (X2, W4), ValueError, "conv3d: x must be 5-D (N, D, H, W, C) or 4-D unbatched"),
+    (
+        lambda: ops.conv2d(X2, W4, layout="NCHW"),
+        (),
+        ValueError,
+        "conv2d: x must be 4-D (N, C, H, W) or 3-D unbatched (C, H, W), got shape (4, 5)",
+    ),
     (
         ops.conv,
         (X2, K2),
         ValueError,
-        "conv: x must be (N, *spatial, C) with >= 1 spatial dim, got shape (4, 5)",
+        "conv: w must be (*kernel, Ci/groups, Co) (or torch's (Co, Ci/groups, *kernel) with"
+        " layout='NCHW') with >= 1 kernel dim, got shape (2, 2)",
     ),
+    (ops.conv, (X2, W4), ValueError, "conv: x must be 4-D (N, H, W, C) or 3-D unbatched"),
     (
         ops.conv2d,
         (X4, jnp.ones((3, 4, 8))),
         ValueError,
-        "conv2d: w must be 4-D (*kernel, Ci/groups, Co) to match x, got shape (3, 4, 8)",
+        "conv2d: w must be 4-D (*kernel, Ci/groups, Co) for a 2-D conv, got shape (3, 4, 8)",
     ),
     (
         ops.conv2d,
@@ -286,9 +304,88 @@ CASES = [
     ),
     (
         ops.conv2d,
-        (jnp.ones((0, 6, 6, 4)), W4),
+        (jnp.ones((2, 0, 6, 4)), W4),
         ValueError,
-        "conv2d: x must not be empty, got shape (0, 6, 6, 4)",
+        "conv2d: x must not be empty (only the batch may be 0), got shape (2, 0, 6, 4)",
+    ),
+    # An empty batch is valid, so every other argument is still checked (torch's order).
+    (
+        lambda: ops.conv2d(jnp.ones((0, 6, 6, 4)), W4, stride=0),
+        (),
+        ValueError,
+        "conv2d: stride must be >= 1 in every dim, got 0",
+    ),
+    (
+        lambda: ops.conv2d(jnp.ones((0, 6, 6, 4)), jnp.ones((3, 3, 3, 8))),
+        (),
+        ValueError,
+        "conv2d: w has 3 input channels per group, expected Ci/groups = 4/1 = 4",
+    ),
+    # torch's string paddings, padding modes and layouts (issue 11).
+    (
+        lambda: ops.conv2d(X4, W4, stride=2, padding="same"),
+        (),
+        ValueError,
+        "conv2d: padding='same' is PyTorch's 'same', which needs stride 1, got stride (2, 2);"
+        " for XLA's rule (ceil(n / stride) outputs, extra padding after) pass padding='SAME'",
+    ),
+    (
+        lambda: ops.conv2d(X4, W4, padding="causal"),
+        (),
+        ValueError,
+        "conv2d: padding='causal' is for 1-D convs",
+    ),
+    (
+        lambda: ops.conv2d(X4, W4, padding=1, padding_mode="mirror"),
+        (),
+        ValueError,
+        "conv2d: padding_mode must be one of ('zeros', 'reflect', 'replicate', 'circular'),"
+        " got 'mirror'",
+    ),
+    (
+        lambda: ops.conv2d(X4, W4, padding=6, padding_mode="reflect"),
+        (),
+        ValueError,
+        "conv2d: padding_mode='reflect' needs padding < the input size in every dim, got"
+        " padding ((6, 6), (6, 6)) for input (6, 6)",
+    ),
+    (
+        lambda: ops.conv2d(X4, W4, padding=7, padding_mode="circular"),
+        (),
+        ValueError,
+        "conv2d: padding_mode='circular' needs padding <= the input size in every dim",
+    ),
+    (
+        lambda: ops.conv2d(X4, W4, layout="CHWN"),
+        (),
+        ValueError,
+        "conv2d: layout must be one of ('NHWC', 'NCHW'), got 'CHWN'",
+    ),
+    (
+        ops.conv2d,
+        (jnp.ones((2, 8, 8, 3)), jnp.ones((64, 3, 3, 3))),
+        ValueError,
+        "conv2d: w (64, 3, 3, 3) reads as a (64, 3) HWIO kernel with 3 -> 3 channels, but looks"
+        " like a PyTorch (Co, Ci/groups, *kernel) weight (3 -> 64 channels, (3, 3) kernel). Pass"
+        " layout='NCHW' (with x channels-first) or transpose it with w.transpose((2, 3, 1, 0));"
+        " if you do mean that HWIO kernel, pass layout='NHWC'",
+    ),
+    (
+        ops.conv2d,
+        (X4, jnp.ones((8, 4, 3, 3))),
+        ValueError,
+        "conv2d: w has 3 input channels per group, expected Ci/groups = 4/1 = 4 (w shape"
+        " (8, 4, 3, 3), x shape (2, 6, 6, 4)); w looks like a PyTorch (Co, Ci/groups, *kernel)"
+        " weight: pass layout='NCHW' (with x channels-first) or transpose it with"
+        " w.transpose((2, 3, 1, 0))",
+    ),
+    (
+        lambda: ops.conv2d(jnp.ones((2, 4, 6, 6)), W4, layout="NCHW"),
+        (),
+        ValueError,
+        "conv2d: w has 3 input channels per group, expected Ci/groups = 4/1 = 4 (w shape"
+        " (3, 3, 4, 8), x shape (2, 4, 6, 6)); w looks like a JAX (*kernel, Ci/groups, Co)"
+        " weight: pass layout='NHWC'",
     ),
     (ops.conv2d, (X4, jnp.ones((3, 3, 4, 0))), ValueError, "conv2d: w must not be empty"),
     (
