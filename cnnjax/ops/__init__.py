@@ -24,7 +24,13 @@ from cnnjax.ops.adaptive import (
     global_avg_pool,
     global_max_pool,
 )
-from cnnjax.ops.conv import IMPLS, conv, conv1d, conv2d, conv3d
+from cnnjax.ops.conv import IMPLS, PADDING_MODES, conv, conv1d, conv2d, conv3d
+from cnnjax.ops.conv_transpose import (
+    conv_transpose,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+)
 from cnnjax.ops.correlation import (
     convolve2d,
     corr2d,
@@ -77,6 +83,11 @@ __all__ = [
     "conv1d",
     "conv2d",
     "conv3d",
+    "PADDING_MODES",
+    "conv_transpose",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
     "POOL_IMPLS",
     "max_pool",
     "max_pool1d",

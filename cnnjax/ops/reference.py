@@ -24,6 +24,7 @@ __all__ = [
     "conv1d",
     "conv2d",
     "conv3d",
+    "conv_transpose",
     "max_pool",
     "avg_pool",
     "max_pool1d",
@@ -132,6 +133,41 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1) -> n
 
 
 conv1d = conv2d = conv3d = conv
+
+
+def conv_transpose(
+    x, w, b=None, *, stride=1, padding=0, output_padding=0, dilation=1, groups: int = 1
+) -> np.ndarray:
+    """Transposed conv as the scatter loop: every input value times the kernel, added at
+    ``p * stride + k * dilation``; then ``padding`` cropped, ``output_padding`` kept at the end.
+
+    x (N, *spatial, Ci), w (*kernel, Ci, Co/groups), b (Co,); padding an int, r ints or r pairs.
+    """
+    x, w = _f64(x), _f64(w)
+    r = x.ndim - 2
+    kernel = w.shape[:r]
+    strides = _checks.int_tuple("conv_transpose", "stride", stride, r, minimum=1)
+    dilations = _checks.int_tuple("conv_transpose", "dilation", dilation, r, minimum=1)
+    out_pads = _checks.int_tuple("conv_transpose", "output_padding", output_padding, r, minimum=0)
+    pads = _checks.padding_pairs("conv_transpose", padding, (1,) * r, (1,) * r, (1,) * r)
+    ci_g, co_g = x.shape[-1] // groups, w.shape[-1]
+    full = [
+        (n - 1) * s + d * (k - 1) + 1 + op
+        for n, s, d, k, op in zip(x.shape[1:-1], strides, dilations, kernel, out_pads)
+    ]
+    y = np.zeros((x.shape[0], *full, co_g * groups))
+    for pos in np.ndindex(*x.shape[1:-1]):
+        for tap in np.ndindex(*kernel):
+            at = tuple(p * s + t * d for p, s, t, d in zip(pos, strides, tap, dilations))
+            for g in range(groups):
+                x_g = x[(slice(None), *pos, slice(g * ci_g, (g + 1) * ci_g))]  # (N, Ci/G)
+                w_g = w[(*tap, slice(g * ci_g, (g + 1) * ci_g))]  # (Ci/G, Co/G)
+                y[(slice(None), *at, slice(g * co_g, (g + 1) * co_g))] += x_g @ w_g
+    crop = tuple(slice(lo, f - hi) for (lo, hi), f in zip(pads, full))
+    y = y[(slice(None), *crop, slice(None))]
+    if b is not None:
+        y += _f64(b)
+    return y
 
 
 # --- Pooling: torch's loops, one example, channel and output element at a time. ---
