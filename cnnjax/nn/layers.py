@@ -1,0 +1,238 @@
+"""Flax modules for convolution and pooling (D2L 6.2-6.5 as layers), over :mod:`cnnjax.ops`.
+
+Each module validates its attributes when called and otherwise defers to the op of the same
+numerics: :func:`cnnjax.ops.conv`, ``max_pool``/``avg_pool`` and their adaptive forms, so the
+errors, layouts and torch semantics are the ops'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnnjax import ops
+
+__all__ = ["Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "GlobalAvgPool"]
+
+Initializer = Any
+
+
+def _kernel_rank(name: str, kernel_size: Any) -> int:
+    if (
+        not isinstance(kernel_size, Sequence)
+        or isinstance(kernel_size, str)
+        or len(kernel_size) == 0
+        or not all(isinstance(k, Integral) and not isinstance(k, bool) for k in kernel_size)
+    ):
+        raise TypeError(
+            f"{name}: kernel_size must be a tuple of ints, one per spatial dim (e.g. (3, 3)),"
+            f" got {kernel_size!r}"
+        )
+    return len(kernel_size)
+
+
+class Conv(nn.Module):
+    """N-d convolution layer: ``y = ops.conv(x, kernel, bias, ...)`` (torch's ``Conv{1,2,3}d``).
+
+    The spatial rank is ``len(kernel_size)``.
+
+    Attributes:
+      features: output channels Co.
+      kernel_size: one int per spatial dim, e.g. (3, 3).
+      stride, padding, dilation, groups, padding_mode: as :func:`cnnjax.ops.conv` (torch's
+        meanings; padding also "SAME"/"VALID" and (lo, hi) pairs).
+      use_bias: add the ``"bias"`` parameter.
+      kernel_init, bias_init: Flax initialisers (defaults: Flax's ``lecun_normal``, zeros).
+      param_dtype: dtype of the parameters; computation is in the promoted dtype of x and them.
+      impl: passed to :func:`cnnjax.ops.conv` ("auto", "lax", "toeplitz").
+
+    Parameters: ``"kernel"`` (*kernel_size, Ci/groups, features) and ``"bias"`` (features,),
+    Flax's ``nn.Conv`` layout and names.
+
+    Call: ``x`` (N, *spatial, Ci) or one unbatched (*spatial, Ci) -> (N, *out, features).
+
+    Raises:
+      TypeError: kernel_size not a tuple of ints.
+      ValueError: Ci not divisible by groups, and whatever :func:`cnnjax.ops.conv` raises.
+
+    Example:
+      >>> layer = Conv(16, (3, 3), padding=1)
+      >>> params = layer.init(jax.random.key(0), jnp.ones((1, 28, 28, 1)))
+      >>> params["params"]["kernel"].shape
+      (3, 3, 1, 16)
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    stride: Any = 1
+    padding: Any = 0
+    dilation: Any = 1
+    groups: int = 1
+    padding_mode: str = "zeros"
+    use_bias: bool = True
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+    param_dtype: Any = jnp.float32
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        r = _kernel_rank("Conv", self.kernel_size)
+        if isinstance(self.features, bool) or not isinstance(self.features, Integral):
+            raise TypeError(f"Conv: features must be an int, got {self.features!r}")
+        if self.features < 1:
+            raise ValueError(f"Conv: features must be >= 1, got {self.features}")
+        if x.ndim not in (r + 1, r + 2):
+            raise ValueError(
+                f"Conv: x must be (N, *spatial, C) or unbatched (*spatial, C) with {r} spatial"
+                f" dims (len(kernel_size)), got shape {tuple(x.shape)}"
+            )
+        ci = x.shape[-1]
+        if isinstance(self.groups, Integral) and self.groups >= 1 and ci % self.groups:
+            raise ValueError(f"Conv: groups={self.groups} must divide the input channels ({ci})")
+        groups = self.groups if isinstance(self.groups, Integral) and self.groups >= 1 else 1
+        kernel = self.param(
+            "kernel",
+            self.kernel_init,
+            (*self.kernel_size, ci // groups, self.features),
+            self.param_dtype,
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        return ops.conv(
+            x,
+            kernel,
+            bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            padding_mode=self.padding_mode,
+            layout="NHWC",
+            impl=self.impl,
+        )
+
+
+def _pool_op(name: str, kind: str, window: Any):
+    """The rank-specific op when the window says the rank (unbatched input works), else N-d."""
+    if isinstance(window, Sequence) and not isinstance(window, str) and 1 <= len(window) <= 3:
+        return getattr(ops, f"{kind}_pool{len(window)}d")
+    return getattr(ops, f"{kind}_pool")
+
+
+class MaxPool(nn.Module):
+    """Max pooling layer: :func:`cnnjax.ops.max_pool` (torch's ``MaxPool{1,2,3}d``).
+
+    ``stride=None`` (default) means stride = window, as in torch; Flax's ``nn.max_pool`` defaults
+    to stride 1, so a port from Flax passes ``stride=1``.
+
+    Attributes:
+      window: int (every spatial dim; input must then be batched) or one int per spatial dim.
+      stride, padding, dilation, ceil_mode: as :func:`cnnjax.ops.max_pool`.
+
+    Call: ``x`` (N, *spatial, C), or unbatched when ``window`` is a tuple -> pooled array.
+
+    Example:
+      >>> MaxPool((2, 2)).apply({}, jnp.ones((1, 28, 28, 6))).shape
+      (1, 14, 14, 6)
+    """
+
+    window: Any
+    stride: Any = None
+    padding: Any = 0
+    dilation: Any = 1
+    ceil_mode: bool = False
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        op = _pool_op("MaxPool", "max", self.window)
+        return op(x, self.window, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+
+class AvgPool(nn.Module):
+    """Average pooling layer: :func:`cnnjax.ops.avg_pool` (torch's ``AvgPool{1,2,3}d``).
+
+    ``stride=None`` (default) means stride = window (Flax's ``nn.avg_pool`` defaults to 1).
+
+    Attributes:
+      window: int (batched input) or one int per spatial dim.
+      stride, padding, ceil_mode, count_include_pad, divisor_override: as
+        :func:`cnnjax.ops.avg_pool`.
+
+    Example:
+      >>> AvgPool((2, 2)).apply({}, jnp.ones((1, 28, 28, 6))).shape
+      (1, 14, 14, 6)
+    """
+
+    window: Any
+    stride: Any = None
+    padding: Any = 0
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+    divisor_override: int | None = None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        op = _pool_op("AvgPool", "avg", self.window)
+        return op(
+            x,
+            self.window,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+        )
+
+
+class AdaptiveAvgPool(nn.Module):
+    """Adaptive average pooling to ``output_size`` (torch's ``AdaptiveAvgPool{1,2,3}d``).
+
+    Attributes:
+      output_size: int (batched input) or one int/None per spatial dim (None keeps that size).
+
+    Example:
+      >>> AdaptiveAvgPool((1, 1)).apply({}, jnp.ones((2, 7, 7, 512))).shape
+      (2, 1, 1, 512)
+    """
+
+    output_size: Any
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        size = self.output_size
+        if isinstance(size, Sequence) and not isinstance(size, str) and 1 <= len(size) <= 3:
+            return getattr(ops, f"adaptive_avg_pool{len(size)}d")(x, size)
+        return ops.adaptive_avg_pool(x, size)
+
+
+class AdaptiveMaxPool(nn.Module):
+    """Adaptive max pooling to ``output_size`` (torch's ``AdaptiveMaxPool{1,2,3}d``); attributes
+    as :class:`AdaptiveAvgPool`."""
+
+    output_size: Any
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        size = self.output_size
+        if isinstance(size, Sequence) and not isinstance(size, str) and 1 <= len(size) <= 3:
+            return getattr(ops, f"adaptive_max_pool{len(size)}d")(x, size)
+        return ops.adaptive_max_pool(x, size)
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over the spatial axes: (N, *spatial, C) -> (N, C) (``keepdims``: (N, 1, .., 1, C)).
+
+    Example:
+      >>> GlobalAvgPool().apply({}, jnp.ones((2, 7, 7, 512))).shape
+      (2, 512)
+    """
+
+    keepdims: bool = False
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return ops.global_avg_pool(x, self.keepdims)
