@@ -72,14 +72,34 @@ def conv_output_shape(in_shape, kernel, stride=1, padding=0, dilation=1) -> tupl
     )[0]
 
 
-def pool_output_shape(in_shape, window, stride=None, padding=0) -> tuple[int, ...]:
-    """Spatial output shape of :func:`cnnjax.ops.max_pool` / ``avg_pool``.
+def pool_output_shape(
+    in_shape, window, stride=None, padding=0, dilation=1, ceil_mode: bool = False
+) -> tuple[int, ...]:
+    """Spatial output shape of :func:`cnnjax.ops.max_pool` / ``avg_pool`` (torch's rule).
 
     Arguments as :func:`conv_output_shape`, with ``window`` for the kernel; ``stride=None``
-    means ``window``.
+    means ``window``. ``ceil_mode`` rounds up instead of down, dropping a last window that would
+    start past the input and the left padding (``(out - 1) * stride >= n + lo``).
+
+    Example: ``pool_output_shape((5, 5), 2, ceil_mode=True) == (3, 3)``.
     """
+    op = "pool_output_shape"
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"{op}: ceil_mode must be a bool, got {ceil_mode!r}")
     stride = window if stride is None else stride
-    return _output_shape("pool_output_shape", in_shape, window, stride, padding, 1, "window")[0]
+    if not ceil_mode:
+        return _output_shape(op, in_shape, window, stride, padding, dilation, "window")[0]
+    n = _spatial(op, in_shape)
+    r = len(n)
+    k = _checks.int_tuple(op, "window", window, r, minimum=1)
+    s = _checks.int_tuple(op, "stride", stride, r, minimum=1)
+    d = _checks.int_tuple(op, "dilation", dilation, r, minimum=1)
+    k_eff = tuple(di * (ki - 1) + 1 for ki, di in zip(k, d))
+    pads = _checks.padding_pairs(op, padding, n, k_eff, s)
+    out = tuple(_checks.pool_output_size(*a, True) for a in zip(n, k_eff, s, pads))
+    if any(o < 1 for o in out):
+        raise ValueError(f"{op}: window {k_eff} (dilated) leaves no output for input {n}")
+    return out
 
 
 class ReceptiveField(NamedTuple):

@@ -244,3 +244,13 @@ def test_values_with_indices_have_torchs_gradient():
         functools.partial(ref.max_pool2d, **kw),
         (x,),
     )
+
+
+def test_pool_output_shape_matches_the_ops_in_both_modes():
+    cases = [(5, 2, 2, 0, 1, True), (4, 3, 2, 1, 1, True), (7, 3, 1, 1, 2, False),
+             (8, 2, 3, 1, 2, True), (2, 3, 2, 0, 1, True)]  # fmt: skip
+    for n, k, s, p, d, ceil in cases:
+        want = ops.max_pool1d(jnp.ones((1, n, 1)), k, s, p, d, ceil).shape[1:2]
+        assert ops.pool_output_shape((n,), k, s, p, dilation=d, ceil_mode=ceil) == want
+    assert ops.pool_output_shape((5, 5), 2, ceil_mode=True) == (3, 3)
+    assert ops.pool_output_shape((5, 5), 2) == (2, 2)
