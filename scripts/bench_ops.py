@@ -208,7 +208,7 @@ def auto_vs_lax(repeats: int) -> None:
             size = "x".join(map(str, x_shape))
             print(
                 f"| {name} | {size} | {mode} | {cells['lax']} | {cells['auto']} | {ratio:.2f} |"
-                f" {comp} | {choice} |",
+                f" {comp} | {'lax (untraced call)' if mode == 'fwd eager' else choice} |",
                 flush=True,
             )
     ratio, name, mode = min(worst)
