@@ -1,14 +1,14 @@
 """Flax layers over :mod:`cnnjax.ops`: a researcher's CNN in a few lines, with torch's numerics.
 
-``Conv`` (any spatial rank), ``MaxPool``, ``AvgPool``, ``AdaptiveAvgPool``, ``AdaptiveMaxPool``
-and ``GlobalAvgPool`` are ``flax.linen`` modules. Parameters use Flax's layout and names
-(``"kernel"`` (*kernel, Ci/groups, Co), i.e. HWIO in 2-D, and ``"bias"`` (Co,)), so checkpoints and
+``Conv`` and ``ConvTranspose`` (any spatial rank), ``MaxPool``, ``AvgPool``, ``AdaptiveAvgPool``,
+``AdaptiveMaxPool`` and ``GlobalAvgPool`` are ``flax.linen`` modules. Parameters use Flax's
+layout and names (``"kernel"`` (*kernel, Ci/groups, Co), i.e. HWIO in 2-D, for Conv and
+(*kernel, Ci, Co/groups) for ConvTranspose; ``"bias"`` (Co,)), so checkpoints and
 initialisers carry over from ``flax.linen.Conv``; hyper-parameters use torch's names and defaults
 (``stride``, ``padding``, ``dilation``, ``groups``, ``padding_mode``; pooling stride defaults to
 the window). Input is channels-last (N, *spatial, C), or one unbatched example.
 
-This package imports only :mod:`cnnjax.ops`; :mod:`cnnjax.models` may build on it. (A transposed
-convolution layer waits for ``cnnjax.ops.conv_transpose``.)
+This package imports only :mod:`cnnjax.ops`; :mod:`cnnjax.models` may build on it.
 """
 
 from cnnjax.nn.layers import (
@@ -16,8 +16,17 @@ from cnnjax.nn.layers import (
     AdaptiveMaxPool,
     AvgPool,
     Conv,
+    ConvTranspose,
     GlobalAvgPool,
     MaxPool,
 )
 
-__all__ = ["Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "GlobalAvgPool"]
+__all__ = [
+    "Conv",
+    "ConvTranspose",
+    "MaxPool",
+    "AvgPool",
+    "AdaptiveAvgPool",
+    "AdaptiveMaxPool",
+    "GlobalAvgPool",
+]

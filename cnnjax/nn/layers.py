@@ -17,7 +17,15 @@ import jax.numpy as jnp
 
 from cnnjax import ops
 
-__all__ = ["Conv", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "GlobalAvgPool"]
+__all__ = [
+    "Conv",
+    "ConvTranspose",
+    "MaxPool",
+    "AvgPool",
+    "AdaptiveAvgPool",
+    "AdaptiveMaxPool",
+    "GlobalAvgPool",
+]
 
 Initializer = Any
 
@@ -118,6 +126,75 @@ class Conv(nn.Module):
             padding_mode=self.padding_mode,
             layout="NHWC",
             impl=self.impl,
+        )
+
+
+class ConvTranspose(nn.Module):
+    """N-d transposed convolution layer: :func:`cnnjax.ops.conv_transpose` (torch's
+    ``ConvTranspose{1,2,3}d``), e.g. a UNet decoder's 2x upsampling.
+
+    Attributes:
+      features: output channels Co (divisible by ``groups``).
+      kernel_size: one int per spatial dim.
+      stride, padding, output_padding, dilation, groups: as :func:`cnnjax.ops.conv_transpose`.
+      use_bias, kernel_init, bias_init, param_dtype: as :class:`Conv`.
+
+    Parameters: ``"kernel"`` (*kernel_size, Ci, features/groups) (the op's JAX layout, Flax's
+    ``nn.ConvTranspose`` names) and ``"bias"`` (features,).
+
+    Call: ``x`` (N, *spatial, Ci) or unbatched -> (N, *out, features), ``out = (n - 1) * stride
+    - lo - hi + dilation * (k - 1) + output_padding + 1``.
+
+    Example:
+      >>> up = ConvTranspose(8, (2, 2), stride=2)
+      >>> x = jnp.ones((1, 7, 7, 16))
+      >>> up.apply(up.init(jax.random.key(0), x), x).shape
+      (1, 14, 14, 8)
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    stride: Any = 1
+    padding: Any = 0
+    output_padding: Any = 0
+    dilation: Any = 1
+    groups: int = 1
+    use_bias: bool = True
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _kernel_rank("ConvTranspose", self.kernel_size)
+        groups = self.groups if isinstance(self.groups, Integral) and self.groups >= 1 else 1
+        if isinstance(self.features, bool) or not isinstance(self.features, Integral):
+            raise TypeError(f"ConvTranspose: features must be an int, got {self.features!r}")
+        if self.features < 1 or self.features % groups:
+            raise ValueError(
+                f"ConvTranspose: features must be >= 1 and divisible by groups={groups},"
+                f" got {self.features}"
+            )
+        kernel = self.param(
+            "kernel",
+            self.kernel_init,
+            (*self.kernel_size, x.shape[-1], self.features // groups),
+            self.param_dtype,
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        return ops.conv_transpose(
+            x,
+            kernel,
+            bias,
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+            dilation=self.dilation,
+            groups=self.groups,
         )
 
 

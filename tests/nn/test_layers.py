@@ -109,3 +109,16 @@ def test_bad_attributes_name_the_attribute():
         nn.Conv(6, (3, 3), groups=3).init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="max_pool2d: padding must be at most half the window"):
         nn.MaxPool((2, 2), padding=2).apply({}, x)
+
+
+def test_conv_transpose_has_flax_names_and_computes_ops_conv_transpose():
+    x = h.random(np.random.default_rng(4), (2, 5, 6, 4))
+    up = nn.ConvTranspose(6, (3, 3), stride=2, padding=1, output_padding=1, groups=2)
+    params = up.init(jax.random.key(0), x)["params"]
+    assert params["kernel"].shape == (3, 3, 4, 3) and params["bias"].shape == (6,)
+    y = up.apply({"params": params}, x)
+    assert y.shape == (2, 10, 12, 6)  # (n - 1) * 2 - 2 + 3 + 1
+    want = ops.conv_transpose(
+        x, params["kernel"], params["bias"], stride=2, padding=1, output_padding=1, groups=2
+    )
+    h.close(y, want)
