@@ -580,13 +580,21 @@ def section_6_6() -> None:
             f"{m.kernel_init}: {count_params(m):,} parameters"
         )
 
-    exercise("6.6.4.3", "the best variant on MNIST")
     cfg = load_config_module("lenet_best").get_config()
     m = cfg.model
     print(
         f"configs/lenet_best.py: channels {tuple(m.channels)}, kernels {tuple(m.kernel_sizes)}, "
         f"dense {tuple(m.dense)}, {m.activation}, {m.pooling} pooling: "
-        f"{count_params(m):,} parameters; --config.data.name=mnist for MNIST"
+        f"{count_params(m):,} parameters"
+    )
+
+    exercise("6.6.4.3", "the improved LeNet on MNIST")
+    cfg = load_config_module("lenet_mnist").get_config()
+    m = cfg.model
+    print(
+        f"configs/lenet_mnist.py ({cfg.data.name}): channels {tuple(m.channels)}, kernels "
+        f"{tuple(m.kernel_sizes)}, dense {tuple(m.dense)}, {m.activation}, {m.pooling} pooling: "
+        f"{count_params(m):,} parameters"
     )
 
     exercise("6.6.4.4", "first- and second-layer activations")

@@ -387,9 +387,11 @@ def test_6_6_model_sizes(out, exercises):
         assert ints(params)[0] == lenet_params(
             eval(channels), eval(kernels), model.padding, eval(dense)
         )
-    t = ex(out, "6.6.4.3")
-    n = ints(t.split("pooling:")[1])[0]
-    assert n <= 100_000  # the exercise's "LeNet-sized" bound
+    for n, name in (("6.6.4.2", "lenet_best"), ("6.6.4.3", "lenet_mnist")):
+        line = next(ln for ln in ex(out, n).splitlines() if ln.startswith(f"configs/{name}.py"))
+        model = exercises.load_config_module(name).get_config().model
+        expected = lenet_params(model.channels, model.kernel_sizes, model.padding, model.dense)
+        assert ints(line.split("pooling:")[1])[0] == expected <= 100_000  # "LeNet-sized"
 
 
 def test_sweep_commands_cover_every_variant(exercises, capsys):
