@@ -1,15 +1,17 @@
-"""Exercises 6.6.4.2-3: the best LeNet-sized variant found, for Fashion-MNIST and for MNIST.
+"""Exercise 6.6.4.2: the screening's best variant, trained in full on Fashion-MNIST.
 
-Chosen on the validation split (configs/lenet_variants.py's screening runs; EXERCISES.md has
-the table). Trained here for 20 epochs on the training split less 5,000 held-out validation
-images, four seeds (0-3) as one population; the test split is evaluated once, at the end.
+The modern LeNet (configs/lenet_variants.py's base: ReLU, max pooling, He-uniform init, AdamW
+1e-2 with decoupled weight decay 0.05, one warmup epoch then cosine decay, standardised inputs)
+with 3x3 kernels (first conv padded by 1), the variant with the best validation accuracy when
+this run had to start (EXERCISES.md, 6.6.4.2, has the screening table and says which variants
+were screened later). 81,194 parameters. 20 epochs on the training split less 5,000 held-out
+validation images, four seeds (0-3) as one population; the test split is evaluated once, at the
+end. Target: mean test accuracy >= 0.915.
 
-    python scripts/train.py --config configs/lenet_best.py --workdir runs/best_fashion_mnist \\
+    python scripts/train.py --config configs/lenet_best.py --workdir runs/lenet_best \\
         --config.data.source=idx --config.data.dir=../shared/data/fashion_mnist
-    python scripts/train.py --config configs/lenet_best.py --workdir runs/best_mnist \\
-        --config.data.source=idx --config.data.dir=../shared/data/mnist --config.data.name=mnist
 
-Results, measured: see EXERCISES.md (6.6.4.2, 6.6.4.3).
+Results, measured: see EXERCISES.md (6.6.4.2).
 """
 
 import ml_collections
@@ -26,6 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.activation = "relu"
     config.model.pooling = "max"
     config.model.kernel_init = "he_uniform"
+    config.model.kernel_sizes = (3, 3)
+    config.model.padding = 1
+    # XLA:CPU's own convs are slow for the 3x3 second conv; "auto" would pick them there.
+    config.model.conv_impl = "toeplitz"
     config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 1e-2
     config.optimizer.weight_decay = 0.05
