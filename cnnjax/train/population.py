@@ -8,8 +8,7 @@ strategy, not a second step definition:
   becomes a batched (grouped) GEMM/conv: the way to fill a GPU/TPU that one small LeNet leaves idle.
 * ``"map"``: ``jax.lax.map`` over the member axis: members run one after another inside the same
   compiled program. On a CPU one LeNet's GEMMs already run near the machine's peak, so batching
-  members cannot win there; measured on the project's 2-core CPU, vmap cost 0.65-0.72x the
-  throughput of training members in turn.
+  members cannot win there (BENCHMARKS.md has the measurements).
 * ``"auto"``: ``"map"`` on CPU, ``"vmap"`` on GPU/TPU (by ``jax.default_backend()``).
 """
 

@@ -86,3 +86,138 @@ def test_sigkilled_run_resumes_to_identical_params_and_metrics(uninterrupted, tm
     assert f"resuming after epoch {max(done)}" in _train(workdir)
     assert_identical(read_metrics(workdir), read_metrics(reference))
     assert_identical(restore_model(workdir)[1], restore_model(reference)[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Every user error is one line, exit status 2, no traceback.
+
+
+def _bad_config_file(tmp_path, name, text):
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    return f"--config={path}"
+
+
+def _error_cases(tmp_path):
+    corrupt = tmp_path / "corrupt_idx"
+    corrupt.mkdir()
+    for name in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
+        (corrupt / name).write_bytes(b"not an idx file")
+    (tmp_path / "a_file").write_text("x")
+    runs = iter(range(100))
+
+    def good():  # a workdir of its own: the cases run at once, and a workdir is locked
+        return tiny_cli_args(tmp_path / f"run{next(runs)}")
+
+    return {
+        "unknown data set": (good() + ["--config.data.name=cifar10"], "config.data: "),
+        "damaged IDX files": (
+            good()
+            + [
+                "--config.data.source=idx",
+                "--config.data.name=fashion_mnist",
+                f"--config.data.dir={corrupt}",
+            ],
+            "train-images-idx3-ubyte.gz",
+        ),
+        "model too large for the input": (
+            good() + ["--config.model.kernel_sizes=(40,5)"],
+            "config.model does not fit the 28x28x1 input",
+        ),
+        "missing config file": (
+            ["--config=configs/no_such.py", f"--workdir={tmp_path / 'run'}"],
+            "no such file",
+        ),
+        "config with a syntax error": (
+            [_bad_config_file(tmp_path, "syntax", "def get_config(:\n"), "--workdir=x"],
+            "syntax error on line 1",
+        ),
+        "config without get_config": (
+            [_bad_config_file(tmp_path, "empty", "X = 1\n"), "--workdir=x"],
+            "defines no get_config()",
+        ),
+        "config returning None": (
+            [
+                _bad_config_file(tmp_path, "none", "def get_config():\n    return None\n"),
+                "--workdir=x",
+            ],
+            "get_config() returned NoneType",
+        ),
+        "empty workdir": (good() + ["--workdir="], "the workdir is empty"),
+        "workdir is a file": (good() + [f"--workdir={tmp_path / 'a_file'}"], "is a file"),
+        "workdir cannot be created": (
+            good() + ["--workdir=/proc/cnnjax-run"],
+            "cannot use workdir",
+        ),
+        "seed out of range": (good() + ["--config.seed=4294967296"], "config.seed must be in"),
+    }
+
+
+def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
+    cases = _error_cases(tmp_path)
+    # All at once: each is a Python start-up and no training.
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "scripts/train.py", *args],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (args, _) in cases.items()
+    }
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        fragment = cases[name][1]
+        assert proc.returncode == 2, (name, err[-2000:])
+        assert "Traceback" not in out + err, (name, err[-2000:])
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
+        assert fragment in lines[0], (name, lines[0])
+
+
+def test_a_second_trainer_on_the_workdir_is_refused(tmp_path):
+    from cnnjax.train import RunDir
+
+    with RunDir(tmp_path / "run"):
+        proc = subprocess.run(
+            [sys.executable, "scripts/train.py", *tiny_cli_args(tmp_path / "run")],
+            cwd=ROOT,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"in use by another trainer (pid {os.getpid()})" in proc.stderr
+
+
+def test_ctrl_c_exits_130_in_one_line_and_the_run_resumes_identically(uninterrupted, tmp_path):
+    reference, _ = uninterrupted
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(
+        _command(workdir),
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = workdir / "checkpoints" / "1"
+    deadline = time.monotonic() + 240
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-3000:])
+    assert "Traceback" not in out + err
+    assert "interrupted: the last completed epoch is checkpointed" in err
+    assert "resuming after epoch" in _train(workdir)
+    assert_identical(read_metrics(workdir), read_metrics(reference))
+    assert_identical(restore_model(workdir)[1], restore_model(reference)[1])

@@ -2,12 +2,27 @@
 
 import json
 import math
+import os
+import pathlib
+import shutil
+import stat
 
 import jax
 import numpy as np
 import pytest
 
-from cnnjax.train import RunDir, RunDirError, TrainingDiverged, restore_model, train_and_evaluate
+from cnnjax import data
+from cnnjax.models import LeNet
+from cnnjax.train import (
+    RunDir,
+    RunDirError,
+    TrainingDiverged,
+    create_population,
+    make_eval_fn,
+    resolve_config,
+    restore_model,
+    train_and_evaluate,
+)
 from tests.train.tiny import RUN_OUTPUTS, assert_identical, read_metrics, tiny_config
 
 METRICS = (
@@ -136,3 +151,120 @@ def test_step_loop_with_per_example_grads_trains_like_the_scan(reference, tmp_pa
     assert 0 < record["example_grad_norm_mean"] <= record["example_grad_norm_max"]
     # The mean of per-example gradients has a norm no larger than their mean norm.
     assert record["grad_norm"] <= record["example_grad_norm_mean"] * (1 + 1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Regressions: what used to pass silently or be lost.
+
+
+def _copy_run(reference, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference[0], workdir)
+    return workdir
+
+
+def test_a_runaway_finite_loss_is_divergence(tmp_path, capsys):
+    # lr 1e3 on the book's recipe: the loss stays finite but climbs far above its initial value.
+    with pytest.raises(TrainingDiverged, match=r"member 0 .* diverged .*above 10x its initial"):
+        train_and_evaluate(tiny_config(optimizer__learning_rate=1e3), tmp_path / "single")
+    population = tiny_config(population__size=2, population__learning_rates=(0.5, 1e6))
+    result = train_and_evaluate(population, tmp_path / "population")
+    np.testing.assert_array_equal(result["diverged"], [False, True])
+    assert result["best_member"] == 0 and result["diverged_epoch"] == [None, 1]
+    assert "best: member 0 (seed 0, lr 0.5)" in capsys.readouterr().out
+
+
+def test_resume_refuses_another_model_or_rate_even_without_config_json(reference, tmp_path):
+    workdir = _copy_run(reference, tmp_path)
+    (workdir / "config.json").unlink()
+    with pytest.raises(RunDirError, match=r"config.model.channels: \[6, 16\] -> \[4, 16\]"):
+        train_and_evaluate(tiny_config(num_epochs=3, model__channels=(4, 16)), workdir)
+    # Only the checkpoints, copied to a new workdir: still the same run, still refused.
+    fresh = tmp_path / "fresh"
+    shutil.copytree(workdir / "checkpoints", fresh / "checkpoints")
+    with pytest.raises(RunDirError, match="optimizer.learning_rate: 0.5 -> 0.2"):
+        train_and_evaluate(tiny_config(num_epochs=3, optimizer__learning_rate=0.2), fresh)
+
+
+def test_resume_refuses_other_data_with_the_same_config(tmp_path, monkeypatch):
+    from tests.support import go_offline
+
+    real = os.environ.get("CNNJAX_DATA_DIR") or str(
+        pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "fashion_mnist"
+    )
+    if not os.path.isdir(real):
+        pytest.skip(f"real Fashion-MNIST not found at {real}")
+    config = tiny_config(num_epochs=1, data__source="auto", data__name="fashion_mnist")
+    monkeypatch.setenv("CNNJAX_DATA_DIR", real)
+    train_and_evaluate(config, tmp_path)
+    # Unset, on an offline machine: "auto" falls back to the bundled digits. Refused.
+    go_offline(monkeypatch)
+    monkeypatch.delenv("CNNJAX_DATA_DIR")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds"))
+    with pytest.raises(RunDirError, match=r"data.name: 'fashion_mnist' -> 'mnist_5k'"):
+        train_and_evaluate(tiny_config(num_epochs=2, data__source="auto"), tmp_path)
+
+
+def _largest_file(directory: pathlib.Path) -> pathlib.Path:
+    return max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_latest_checkpoint_falls_back_and_ends_identical(
+    reference, tmp_path, capsys, damage
+):
+    workdir = _copy_run(reference, tmp_path)
+    victim = _largest_file(workdir / "checkpoints" / "2" / "state")
+    raw = bytearray(victim.read_bytes())
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0x10
+    victim.write_bytes(bytes(raw))
+    resumed = train_and_evaluate(tiny_config(), workdir)
+    out = capsys.readouterr().out
+    assert "warning: checkpoint 2 is damaged" in out and "resuming after epoch 1" in out
+    assert [p.name.split("-")[0] for p in (workdir / "damaged").iterdir()] == ["2"]
+    assert_identical(read_metrics(workdir), read_metrics(reference[0]))
+    assert_identical(restore_model(workdir)[1], restore_model(reference[0])[1])
+    np.testing.assert_array_equal(resumed["test_accuracy"], reference[1]["test_accuracy"])
+
+
+def test_missing_metric_files_are_rebuilt_from_the_checkpoint(reference, tmp_path):
+    workdir = _copy_run(reference, tmp_path)
+    for name in ("metrics.jsonl", "metrics.csv", "summary.json", "learning_curves.png"):
+        (workdir / name).unlink()
+    train_and_evaluate(tiny_config(), workdir)
+    assert read_metrics(workdir) == read_metrics(reference[0])
+    for name in RUN_OUTPUTS:
+        assert (workdir / name).is_file(), name
+
+
+def test_workdir_misuse_is_refused(reference, tmp_path):
+    with pytest.raises(RunDirError, match="the workdir is empty"):
+        train_and_evaluate(tiny_config(), "")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunDirError, match="is a file, not a directory"):
+        train_and_evaluate(tiny_config(), tmp_path / "file")
+    workdir = _copy_run(reference, tmp_path)
+    with RunDir(workdir), pytest.raises(RunDirError, match="in use by another trainer"):
+        train_and_evaluate(tiny_config(), workdir)
+
+
+def test_files_follow_the_umask(reference):
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in RUN_OUTPUTS:
+        assert stat.S_IMODE((reference[0] / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_evaluation_never_pads_beyond_the_split():
+    config = resolve_config(tiny_config(eval_batch_size=65536, model=dict(channels=(2, 4))))
+    model = LeNet.from_config(config.model)
+    state = create_population(config, model, (28, 28, 1))
+    rng = np.random.default_rng(0)
+    split = data.to_device(
+        rng.integers(0, 256, (100, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 100)
+    )
+    hlo = make_eval_fn(config).lower(state, split).as_text()
+    assert "65536" not in hlo and "100x28x28x1" in hlo

@@ -3,9 +3,9 @@
 import json
 import os
 
+import chex
 import jax
 import ml_collections
-import numpy as np
 
 from cnnjax.train import default_config
 
@@ -83,13 +83,7 @@ def subprocess_env() -> dict[str, str]:
 def assert_identical(actual, expected) -> None:
     """Bit-identical on CPU (what the trainer promises there); on a GPU/TPU, whose reductions
     need not be deterministic, equal to float tolerance. Works on pytrees and metric records."""
-
-    def check(a, b):
-        if isinstance(a, (bool, str)) or a is None:
-            assert a == b
-        elif jax.default_backend() == "cpu":
-            np.testing.assert_array_equal(a, b)
-        else:
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-
-    jax.tree.map(check, actual, expected, is_leaf=lambda x: x is None)
+    if jax.default_backend() == "cpu":
+        chex.assert_trees_all_equal(actual, expected)
+    else:
+        chex.assert_trees_all_close(actual, expected, rtol=1e-4, atol=1e-6)
