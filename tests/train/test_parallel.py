@@ -186,7 +186,7 @@ def _worker_tpu():
     except parallel.DeviceError as err:
         print(f"error: {err}", file=sys.stderr)
         # The failed pin is undone: JAX may still choose what is here.
-        print(f"jax_platforms={jax.config.jax_platforms!r} auto={len(jax.devices())}")
+        print(f"jax_platforms={jax.config.jax_platforms!r} cpus={len(jax.devices('cpu'))}")
         sys.exit(2)
 
 
@@ -342,7 +342,9 @@ def test_map_over_sharded_members_gathers_and_auto_picks_vmap(eight):
 def test_select_platform_after_backend_initialised_still_one_line(eight):
     message = eight["tpu_after_init"]
     assert message is not None and "\n" not in message
-    assert "config.platform='tpu'" in message and "present: cpu (8 devices)" in message
+    # On a GPU machine the list starts with the GPU; the 8 forced CPU devices are always there.
+    assert "config.platform='tpu'" in message and "present: " in message
+    assert "cpu (8 devices)" in message.split("present: ")[1]
 
 
 def test_absent_platform_is_one_line_exit_2_no_traceback():
@@ -351,10 +353,10 @@ def test_absent_platform_is_one_line_exit_2_no_traceback():
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: config.platform='tpu' but JAX cannot use a TPU")
-    assert "present: cpu (8 devices)" in lines[0]
+    assert "cpu (8 devices)" in lines[0].split("present: ")[1]
     assert "--config.platform=auto" in lines[0]
     assert "Traceback" not in proc.stderr
-    assert proc.stdout.strip() == "jax_platforms=None auto=8"
+    assert proc.stdout.strip() == "jax_platforms=None cpus=8"
 
 
 # ------------------------------------------------------------------------- two processes
@@ -424,8 +426,22 @@ def test_select_platform_in_an_initialised_process(restore_jax_platforms):
     assert parallel.select_platform("auto") == jax.devices()
     with pytest.raises(parallel.DeviceError, match=r"config.platform='metal' is not one of"):
         parallel.select_platform("metal")
-    with pytest.raises(parallel.DeviceError, match=r"present: cpu \(1 device\)"):
-        parallel.select_platform("gpu")
+    present = {b: _has_backend(b) for b in ("gpu", "tpu")}
+    absent = next(b for b, there in present.items() if not there)  # no machine has both
+    with pytest.raises(parallel.DeviceError, match=rf"config.platform='{absent}' .*present: "):
+        parallel.select_platform(absent)
+    for platform, there in present.items():
+        if there:
+            assert parallel.select_platform(platform) == jax.devices(platform)
+
+
+def _has_backend(platform):
+    import jax
+
+    try:
+        return bool(jax.devices(platform))
+    except RuntimeError:
+        return False
 
 
 def test_make_mesh_on_one_device():
