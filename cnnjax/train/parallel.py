@@ -233,6 +233,12 @@ def initialize_distributed(
         jax.distributed.initialize(**kwargs)
     except (RuntimeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if coordinator_address == "auto":
+            raise DeviceError(
+                f"{where}.coordinator_address='auto' found no cluster to join ({reason}); 'auto' "
+                "works on Cloud TPU pods, SLURM and Open MPI, elsewhere give HOST:PORT of "
+                "process 0, or '' for one process"
+            ) from err
         raise DeviceError(
             f"could not join the distributed run ({where}.coordinator_address="
             f"{coordinator_address!r}, process {process_id} of {num_processes}): {reason}"

@@ -175,12 +175,18 @@ def _worker_eight(out):
     pathlib.Path(out).write_text(json.dumps(r))
 
 
-def _worker_tpu():
-    """As the CLI does it: a clear one-line error and exit status 2, before any backend."""
+def _worker_fresh():
+    """Before any backend: 'auto' with no cluster, then an absent platform as the CLI reports it
+    (one line on stderr, exit status 2)."""
     import jax
 
     from cnnjax.train import parallel
 
+    try:
+        parallel.initialize_distributed("auto", 1, 0, timeout_s=5)
+        print("auto: joined")
+    except parallel.DeviceError as err:
+        print(f"auto: {err}")
     try:
         parallel.select_platform("tpu")
     except parallel.DeviceError as err:
@@ -347,8 +353,8 @@ def test_select_platform_after_backend_initialised_still_one_line(eight):
     assert "cpu (8 devices)" in message.split("present: ")[1]
 
 
-def test_absent_platform_is_one_line_exit_2_no_traceback():
-    proc = _run_worker("tpu", num_devices=8)
+def test_before_any_backend_auto_without_cluster_and_absent_platform_are_one_line():
+    proc = _run_worker("fresh", num_devices=8)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -356,7 +362,10 @@ def test_absent_platform_is_one_line_exit_2_no_traceback():
     assert "cpu (8 devices)" in lines[0].split("present: ")[1]
     assert "--config.platform=auto" in lines[0]
     assert "Traceback" not in proc.stderr
-    assert proc.stdout.strip() == "jax_platforms=None cpus=8"
+    auto, platforms = proc.stdout.strip().splitlines()
+    assert auto.startswith("auto: config.distributed.coordinator_address='auto' found no cluster")
+    assert "give HOST:PORT of process 0" in auto
+    assert platforms == "jax_platforms=None cpus=8"
 
 
 # ------------------------------------------------------------------------- two processes
@@ -517,8 +526,8 @@ def _worker(argv):
     mode, *rest = argv
     if mode == "eight":
         _worker_eight(rest[0])
-    elif mode == "tpu":
-        _worker_tpu()
+    elif mode == "fresh":
+        _worker_fresh()
     elif mode == "process":
         _worker_process(rest[0], int(rest[1]), int(rest[2]))
     else:
