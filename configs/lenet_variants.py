@@ -32,6 +32,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     ),
     "dense_1": ("dense layers", {"model.dense": (120,)}),
     "init_xavier": ("initialisation", {"model.kernel_init": "xavier_uniform"}),
+    "tanh_kernel_3x3": (
+        "combined",
+        {"model.activation": "tanh", "model.kernel_sizes": (3, 3), "model.padding": 1},
+    ),
     "lr_3e-3_3e-2": (
         "learning rate",
         {
