@@ -5,9 +5,10 @@ otherwise meet with a traceback (a config file that is missing, does not parse, 
 ``get_config`` or returns something else; an override below an unknown section), runs
 :func:`~cnnjax.train.trainer.train_and_evaluate`, and maps its errors to exit statuses:
 
-* 0: done; 1: the run failed (diverged, a file could not be written) -- the last good checkpoint
-  stays; 2: a usage error (config, data, model shape, workdir); 130: interrupted (Ctrl-C), the
-  run resumes with the same command.
+* 0: done;
+* 1: the run failed (diverged, a file could not be written); the last good checkpoint stays;
+* 2: a usage error (config, data, model shape, devices, workdir);
+* 130: interrupted (Ctrl-C); the run resumes with the same command.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cnnjax.train.errors import (
     TrainingDiverged,
     WriteError,
 )
+from cnnjax.train.parallel import DeviceError
 from cnnjax.train.trainer import train_and_evaluate
 
 __all__ = ["check_args", "load_config_file", "run"]
@@ -99,7 +101,7 @@ def run(config: Any, workdir: str) -> int:
     """Runs ``train_and_evaluate`` and returns the process's exit status (see module doc)."""
     try:
         train_and_evaluate(config, workdir)
-    except (ConfigError, DataError, RunDirError) as e:
+    except (ConfigError, DataError, DeviceError, RunDirError) as e:
         return fail(str(e), USAGE_ERROR)
     except TrainingDiverged as e:
         return fail(f"training diverged: {e}", RUN_FAILED)

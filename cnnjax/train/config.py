@@ -29,6 +29,12 @@ Keys (defaults in :func:`default_config`):
 * ``max_loss_factor``: a member has diverged once a minibatch loss exceeds this multiple of its
   loss at initialisation (or is non-finite); 0 keeps only the non-finite test. See
   :func:`cnnjax.train.steps.train_step`.
+* ``platform``: ``"auto"`` | ``"cpu"`` | ``"gpu"`` | ``"tpu"``, applied before JAX initialises a
+  backend (see :func:`cnnjax.train.parallel.select_platform`).
+* ``mesh.{population, data}``: devices along the member axis and along the batch axis; 0 is
+  automatic (every device is used; see :func:`cnnjax.train.parallel.make_mesh`).
+* ``distributed.{coordinator_address, num_processes, process_id}``: ``""`` is one process;
+  ``"auto"`` lets JAX detect a TPU pod or SLURM job; else ``HOST:PORT`` of process 0.
 * ``per_example_grads``: also log per-example gradient-norm statistics (costs a ``vmap(grad)``).
 * ``progress``: show a tqdm progress bar.
 """
@@ -48,6 +54,7 @@ from cnnjax.models import LeNet
 from cnnjax.train.errors import ConfigError, ConfigTypeError
 from cnnjax.train.inputs import FALLBACK_EPOCHS
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
+from cnnjax.train.parallel import PLATFORMS
 from cnnjax.train.population import STRATEGIES
 from cnnjax.train.programs import LOOPS
 
@@ -105,6 +112,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.population.freeze_diverged = True
 
     c.max_loss_factor = 10.0
+
+    c.platform = "auto"
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.population = 0
+    c.mesh.data = 0
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""
+    c.distributed.num_processes = 1
+    c.distributed.process_id = 0
     c.per_example_grads = False
     c.progress = True
     return c
@@ -277,6 +293,18 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
         "max_loss_factor",
         "0 (off) or a finite number > 1",
         c.max_loss_factor,
+    )
+
+    _check_choice("platform", c.platform, PLATFORMS)
+    for key in ("population", "data"):
+        _require(c.mesh[key] >= 0, f"mesh.{key}", ">= 0 (0 means automatic)", c.mesh[key])
+    dist = c.distributed
+    _require(dist.num_processes >= 1, "distributed.num_processes", ">= 1", dist.num_processes)
+    _require(
+        0 <= dist.process_id < dist.num_processes,
+        "distributed.process_id",
+        f"in [0, num_processes={dist.num_processes})",
+        dist.process_id,
     )
 
     d = c.data

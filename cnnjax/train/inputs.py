@@ -13,6 +13,7 @@ import hashlib
 import math
 from typing import Any
 
+import jax
 import numpy as np
 
 from cnnjax import data
@@ -94,13 +95,34 @@ def _load(name: str, source: str, data_dir: str) -> data.Dataset:
         raise DataError(f"config.data: {message}") from e
 
 
-def load_inputs(data_config: Any, *, batch_size: int, num_classes: int) -> Inputs:
+def _place(split: data.DeviceSplit, sharding: jax.sharding.Sharding | None) -> data.DeviceSplit:
+    """``split`` with each array at ``sharding``. Every process holds the whole split, so each
+    feeds its own devices their part (``make_array_from_callback``), with no cross-host copy."""
+    if sharding is None:
+        return split
+
+    def place(a: jax.Array) -> jax.Array:
+        host = np.asarray(a)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return data.DeviceSplit(*(place(a) for a in split))
+
+
+def load_inputs(
+    data_config: Any,
+    *,
+    batch_size: int,
+    num_classes: int,
+    sharding: jax.sharding.Sharding | None = None,
+) -> Inputs:
     """Loads ``config.data`` and puts its splits on the device.
 
     Args:
       data_config: the resolved ``config.data``.
       batch_size: the training batch; the training split must hold at least one.
       num_classes: the model's output classes; the data set may not have more.
+      sharding: where the splits live (e.g. replicated over a mesh); default: JAX's default
+        device.
 
     Returns:
       :class:`Inputs`. The training split is the (limited) training set less the validation
@@ -138,7 +160,8 @@ def load_inputs(data_config: Any, *, batch_size: int, num_classes: int) -> Input
         stats = dict(zip(("mean", "std"), data.channel_stats(train_x), strict=True))
 
     def put(images: np.ndarray, labels: np.ndarray) -> data.DeviceSplit:
-        return data.to_device(images, labels, normalize=cfg.normalize, **stats)
+        split = data.to_device(images, labels, normalize=cfg.normalize, **stats)
+        return _place(split, sharding)
 
     arrays = [train_x, train_y, test_x, test_y] + (list(val) if val is not None else [])
     fingerprint = {

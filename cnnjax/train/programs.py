@@ -9,6 +9,11 @@ and for benchmarks that compare the two. Both use the same step, so they train i
 All three compiled functions work on a population (leading member axis P, see
 :mod:`cnnjax.train.state`) through :func:`cnnjax.train.population.population_map`; the train state
 argument is donated, so its buffers are reused for the result and must not be used again.
+
+Given a ``mesh`` (:func:`cnnjax.train.parallel.make_mesh`), the same programs run sharded: the
+state stays split along ``"pop"``, every gathered batch is constrained to ``P("data")`` (so each
+device computes on its slice and XLA all-reduces the batch means), and metrics come back
+replicated. Nothing else changes: a single device is the mesh (1, 1).
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from cnnjax import data
+from cnnjax.train import parallel
 from cnnjax.train.population import population_map
 from cnnjax.train.state import TrainState
 from cnnjax.train.steps import Metrics, eval_step, reduce_steps, train_step
@@ -31,46 +38,74 @@ __all__ = ["LOOPS", "make_eval_fn", "make_train_epoch", "make_train_step"]
 LOOPS = ("scan", "step")
 
 
+def _strategy(config: Any, strategy: str | None, mesh: Mesh | None) -> str:
+    strategy = strategy or config.population.strategy
+    return strategy if mesh is None else parallel.population_strategy(strategy, mesh)
+
+
 def _population_step(
-    config: Any, strategy: str | None
+    config: Any, strategy: str | None, mesh: Mesh | None
 ) -> Callable[..., tuple[TrainState, Metrics]]:
     step = functools.partial(
         train_step,
         per_example_grads=config.per_example_grads,
         freeze_diverged=config.population.freeze_diverged,
     )
-    return population_map(step, strategy or config.population.strategy)
+    mapped = population_map(step, _strategy(config, strategy, mesh))
+
+    def sharded(state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        return mapped(state, _on_data_axis(batch, mesh))
+
+    return sharded
 
 
-def make_train_step(config: Any, *, strategy: str | None = None):
+def _on_data_axis(batch: Any, mesh: Mesh | None) -> Any:
+    """The batch split along the mesh's ``"data"`` axis (as is without a mesh)."""
+    if mesh is None:
+        return batch
+    return jax.lax.with_sharding_constraint(batch, parallel.batch_sharding(mesh))
+
+
+def _jit(fn: Callable, mesh: Mesh | None, *, train: bool) -> Callable:
+    """``jax.jit`` with the state donated (training) and, on a mesh, the outputs placed: the
+    state along ``"pop"``, metrics replicated (every process can read them)."""
+    kwargs: dict[str, Any] = {"donate_argnums": 0} if train else {}
+    if mesh is not None:
+        metrics = parallel.replicated(mesh)
+        kwargs["out_shardings"] = (parallel.state_sharding(mesh), metrics) if train else metrics
+    return jax.jit(fn, **kwargs)
+
+
+def make_train_step(config: Any, *, strategy: str | None = None, mesh: Mesh | None = None):
     """A jitted population step for a per-step Python loop.
 
     Args:
       config: the resolved training config (``per_example_grads``,
         ``population.freeze_diverged`` and ``population.strategy`` are read).
       strategy: overrides ``config.population.strategy`` ("vmap" | "map" | "auto").
+      mesh: run sharded on this mesh (see the module docstring); None for one device.
 
     Returns:
       ``step(state, x, y) -> (state, metrics)``: ``state`` a population :class:`TrainState`
       (donated); x: (B, H, W, C) float32 and y: (B,) int32, shared by all members; ``metrics``
       maps each name of :func:`cnnjax.train.steps.train_step`'s metrics to a (P,) array.
     """
-    step = _population_step(config, strategy)
+    step = _population_step(config, strategy, mesh)
 
-    @functools.partial(jax.jit, donate_argnums=0)
     def population_step(state: TrainState, x: jax.Array, y: jax.Array):
         return step(state, (x, y))
 
-    return population_step
+    return _jit(population_step, mesh, train=True)
 
 
-def make_train_epoch(config: Any, *, strategy: str | None = None):
+def make_train_epoch(config: Any, *, strategy: str | None = None, mesh: Mesh | None = None):
     """A jitted function that trains a population for one epoch as a single ``lax.scan``.
 
     Args:
       config: the resolved training config (``batch_size``, ``per_example_grads``,
         ``population.freeze_diverged`` and ``population.strategy`` are read).
       strategy: overrides ``config.population.strategy`` ("vmap" | "map" | "auto").
+      mesh: run sharded on this mesh (see the module docstring); None for one device.
 
     Returns:
       ``train_epoch(state, train, key) -> (state, metrics)``:
@@ -84,10 +119,9 @@ def make_train_epoch(config: Any, *, strategy: str | None = None):
 
       One compilation per training-split shape.
     """
-    step = _population_step(config, strategy)
+    step = _population_step(config, strategy, mesh)
     batch_size = config.batch_size
 
-    @functools.partial(jax.jit, donate_argnums=0)
     def train_epoch(state: TrainState, train: data.DeviceSplit, key: jax.Array):
         indices = data.epoch_indices(key, train.images.shape[0], batch_size)
 
@@ -97,36 +131,39 @@ def make_train_epoch(config: Any, *, strategy: str | None = None):
         state, metrics = jax.lax.scan(body, state, indices)
         return state, reduce_steps(metrics)
 
-    return train_epoch
+    return _jit(train_epoch, mesh, train=True)
 
 
-def make_eval_fn(config: Any, *, strategy: str | None = None):
+def make_eval_fn(config: Any, *, strategy: str | None = None, mesh: Mesh | None = None):
     """A jitted masked evaluation of a population over a whole split.
 
     Args:
       config: the resolved training config (``eval_batch_size`` and ``population.strategy``
         are read).
       strategy: overrides ``config.population.strategy``.
+      mesh: run sharded on this mesh; None for one device.
 
     Returns:
       ``evaluate(state, split) -> metrics``: ``split`` a :class:`cnnjax.data.DeviceSplit` with N
-      examples, padded to whole batches of ``min(eval_batch_size, N)`` and masked so every
-      example counts exactly once; ``metrics`` maps ``loss`` (mean cross-entropy) and
-      ``accuracy`` to (P,) float32 arrays. ``state`` is not donated.
+      examples, in batches of ``min(eval_batch_size, N)`` (rounded up to a multiple of the
+      mesh's data axis), the last padded and masked so every example counts exactly once;
+      ``metrics`` maps ``loss`` (mean cross-entropy) and ``accuracy`` to (P,) float32 arrays;
+      ``state`` is not donated.
     """
-    evaluate_one = population_map(eval_step, strategy or config.population.strategy)
+    evaluate_one = population_map(eval_step, _strategy(config, strategy, mesh))
     batch_size = config.eval_batch_size
+    shards = 1 if mesh is None else int(mesh.shape["data"])
 
-    @jax.jit
     def evaluate(state: TrainState, split: data.DeviceSplit) -> Metrics:
         # Never pad a small split up to a large eval batch.
         num = split.images.shape[0]
-        indices, masks = data.eval_indices(num, min(batch_size, num))
+        size = -(-min(batch_size, num) // shards) * shards
+        indices, masks = data.eval_indices(num, size)
 
         def body(totals: Metrics, batch: tuple[jax.Array, jax.Array]):
             idx, mask = batch
             x, y = data.gather(split, idx)
-            sums = evaluate_one(state, (x, y, mask))
+            sums = evaluate_one(state, _on_data_axis((x, y, mask), mesh))
             return jax.tree.map(jnp.add, totals, sums), None
 
         num_members = state.diverged.shape[0]
@@ -139,4 +176,4 @@ def make_eval_fn(config: Any, *, strategy: str | None = None):
             "accuracy": totals["correct"] / totals["count"],
         }
 
-    return evaluate
+    return _jit(evaluate, mesh, train=False)

@@ -65,7 +65,9 @@ class Reporter:
         return len(self.seeds)
 
     def line(self, text: str) -> None:
-        """One line on stdout (above the progress bars, if any)."""
+        """One line on stdout (above the progress bars, if any); process 0 speaks for all."""
+        if not self.rundir.primary:
+            return
         if self.epoch_bar is not None:
             tqdm.write(text, file=sys.stdout)
         else:
@@ -74,13 +76,13 @@ class Reporter:
     # -- progress ------------------------------------------------------------------------------
 
     def open_bars(self, num_epochs: int, start_epoch: int) -> None:
-        if self.progress:
+        if self.progress and self.rundir.primary:
             self.epoch_bar = tqdm(
                 total=num_epochs, initial=start_epoch, desc="epochs", unit="epoch", leave=False
             )
 
     def step_bar(self) -> tqdm | None:
-        if not self.progress:
+        if not self.progress or not self.rundir.primary:
             return None
         return tqdm(desc="steps", unit="step", leave=False)
 

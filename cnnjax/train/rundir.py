@@ -38,6 +38,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from cnnjax.train.errors import RunDirError, WriteError
 
@@ -67,11 +68,20 @@ def _umask() -> int:
     return mask
 
 
+def _host(leaf: Any) -> np.ndarray:
+    """The whole array on this host (gathered from every process when it is split across them)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+    return np.asarray(jax.device_get(leaf))
+
+
 def _checksums(state: Any) -> dict[str, str]:
-    """SHA-256 of every array of ``state`` (with its dtype and shape), keyed by its tree path."""
+    """SHA-256 of every array of ``state`` (with its dtype and shape), keyed by its tree path.
+
+    Independent of how the arrays are sharded, so a run resumed on another mesh verifies."""
     out = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        a = np.asarray(jax.device_get(leaf))
+        a = _host(leaf)
         h = hashlib.sha256(f"{a.dtype}{a.shape}".encode())
         h.update(np.ascontiguousarray(a).tobytes())
         out[jax.tree_util.keystr(path)] = h.hexdigest()
@@ -99,6 +109,9 @@ class RunDir:
         written, another trainer holding the lock, or (``read_only``) no run there.
 
     Use as a context manager, or call :meth:`close`, to release the lock.
+
+    In a multi-process run every process opens the run directory and takes part in checkpoint
+    writes (Orbax coordinates them); only process 0 holds the lock and writes the other files.
     """
 
     def __init__(
@@ -118,6 +131,7 @@ class RunDir:
         self._mode = 0o666 & ~_umask()
         self._lock_fd: int | None = None
         self._manager: ocp.CheckpointManager | None = None
+        self.primary = jax.process_index() == 0
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise RunDirError(f"workdir {self.path} is a file, not a directory; choose another")
         if read_only:
@@ -126,10 +140,13 @@ class RunDir:
             return
         try:
             os.makedirs(self.path, exist_ok=True)
-            self._lock_fd = os.open(os.path.join(self.path, ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+            if self.primary:
+                lock = os.path.join(self.path, ".lock")
+                self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             raise RunDirError(f"cannot use workdir {self.path}: {e.strerror}") from e
-        self._acquire_lock()
+        if self.primary:
+            self._acquire_lock()
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -175,6 +192,8 @@ class RunDir:
         return os.path.join(self.path, name)
 
     def _write(self, name: str, write: Callable[[io.TextIOBase], None], *, binary=False) -> None:
+        if not self.primary:
+            return
         path = self.file(name)
         tmp = None
         try:
@@ -322,10 +341,11 @@ class RunDir:
         return None
 
     def _set_aside(self, epoch: int, reason: str) -> None:
-        if self.read_only:
+        if self.read_only or jax.process_count() > 1:
             raise RunDirError(
                 f"checkpoint {epoch} in {self.checkpoint_dir} is damaged: {reason}; resume the "
-                f"run with the trainer (it falls back to the newest intact checkpoint)"
+                f"run with the trainer in one process (it sets the damaged checkpoint aside and "
+                f"falls back to the newest intact one)"
             )
         damaged = os.path.join(self.path, "damaged", f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}")
         self.close_manager()

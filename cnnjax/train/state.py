@@ -40,6 +40,7 @@ def create_population(
     input_shape: Sequence[int],
     *,
     steps_per_epoch: int | None = None,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> TrainState:
     """Initialises ``config.population.size`` members of ``model`` with a leading member axis.
 
@@ -51,6 +52,8 @@ def create_population(
       model: the network; its parameters are created by ``model.init`` on a dummy batch.
       input_shape: one example's shape ``(H, W, C)``, e.g. ``(28, 28, 1)``.
       steps_per_epoch: needed when ``optimizer.schedule`` is not "constant".
+      sharding: where the state is created, e.g. split along a mesh's member axis
+        (:func:`cnnjax.train.parallel.state_sharding`); default: JAX's default device.
 
     Returns:
       A :class:`TrainState` whose ``params`` leaves are (P, ...) float32, ``opt_state`` leaves
@@ -100,7 +103,7 @@ def create_population(
             max_loss=jnp.full((), jnp.inf, jnp.float32),
         )
 
-    return jax.jit(jax.vmap(init_member))(seeds, rates)
+    return jax.jit(jax.vmap(init_member), out_shardings=sharding)(seeds, rates)
 
 
 def member(state: TrainState, i: int) -> TrainState:

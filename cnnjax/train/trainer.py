@@ -22,10 +22,10 @@ import numpy as np
 
 from cnnjax import data
 from cnnjax.models import LeNet
+from cnnjax.train import parallel
 from cnnjax.train.config import resolve_config
 from cnnjax.train.errors import ConfigError, RunDirError, TrainingDiverged
 from cnnjax.train.inputs import Inputs, fallback_epochs, load_inputs
-from cnnjax.train.population import resolve_strategy
 from cnnjax.train.programs import make_eval_fn, make_train_epoch, make_train_step
 from cnnjax.train.report import Reporter
 from cnnjax.train.rundir import RunDir, to_json
@@ -34,15 +34,47 @@ from cnnjax.train.steps import reduce_steps
 
 __all__ = ["RestoredModel", "restore_model", "train_and_evaluate"]
 
-# Config keys that may change when a run is resumed: they do not change what is computed.
-_RESUMABLE_CHANGES = ("num_epochs", "progress")
+# Config keys that may change when a run is resumed: they do not change what is computed (the
+# devices only reorder float sums; Orbax restores a checkpoint into the new mesh's shardings).
+_RESUMABLE_CHANGES = (
+    "num_epochs",
+    "progress",
+    "platform",
+    "mesh.population",
+    "mesh.data",
+    "distributed.coordinator_address",
+    "distributed.num_processes",
+    "distributed.process_id",
+)
 
 
-def _device_name() -> str:
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        return f"cpu ({os.cpu_count()} cores)"
-    return f"{device.platform} ({device.device_kind})"
+def _device_name(devices: dict[str, Any]) -> str:
+    kind = devices["device_kind"]
+    if devices["platform"] == "cpu":
+        kind = f"{os.cpu_count()} cores"
+    mesh = devices["mesh"]
+    where = f"{devices['num_devices']} device(s)" + (
+        f" in {devices['num_processes']} processes" if devices["num_processes"] > 1 else ""
+    )
+    return (
+        f"{devices['platform']} ({kind}); {where}, mesh population={mesh['population']} "
+        f"data={mesh['data']}"
+    )
+
+
+def _devices(config: ml_collections.ConfigDict):
+    """Joins the processes, picks the platform and lays out the mesh (before anything else
+    touches a device)."""
+    dist = config.distributed
+    parallel.initialize_distributed(dist.coordinator_address, dist.num_processes, dist.process_id)
+    devices = parallel.select_platform(config.platform)
+    return parallel.make_mesh(
+        devices,
+        config.population.size,
+        config.batch_size,
+        population=config.mesh.population,
+        data=config.mesh.data,
+    )
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -92,7 +124,9 @@ def _check_model_fits(model: LeNet, input_shape: tuple[int, ...]) -> None:
         ) from e
 
 
-def _divergence_bounds(state: TrainState, inputs: Inputs, factor: float, evaluate) -> TrainState:
+def _divergence_bounds(
+    state: TrainState, inputs: Inputs, factor: float, evaluate, sharding
+) -> TrainState:
     """Sets each member's ``max_loss`` to ``factor`` x its loss at initialisation.
 
     A classifier at initialisation predicts near chance (loss ~ ln K for K classes). A model
@@ -104,20 +138,21 @@ def _divergence_bounds(state: TrainState, inputs: Inputs, factor: float, evaluat
     if not factor:
         return state
     initial = evaluate(state, inputs.train)["loss"]
-    return state.replace(max_loss=jnp.asarray(factor * initial, jnp.float32))
+    bound = jax.jit(lambda loss: (factor * loss).astype(jnp.float32), out_shardings=sharding)
+    return state.replace(max_loss=bound(initial))
 
 
-def _epoch_runner(config, state: TrainState, train: data.DeviceSplit, key, bar) -> tuple:
+def _epoch_runner(config, state: TrainState, train: data.DeviceSplit, key, bar, mesh) -> tuple:
     """``run(state, key) -> (state, metrics)`` for ``config.loop``, and its compile time (s)."""
     start = time.perf_counter()
     if config.loop == "scan":
-        epoch_fn = make_train_epoch(config).lower(state, train, key).compile()
+        epoch_fn = make_train_epoch(config, mesh=mesh).lower(state, train, key).compile()
         return (lambda state, key: epoch_fn(state, train, key)), time.perf_counter() - start
 
     batches = jax.jit(data.gather)
     num_train = train.images.shape[0]
     x, y = batches(train, data.epoch_indices(key, num_train, config.batch_size)[0])
-    step = make_train_step(config).lower(state, x, y).compile()
+    step = make_train_step(config, mesh=mesh).lower(state, x, y).compile()
 
     def run(state: TrainState, key: jax.Array):
         steps = []
@@ -167,14 +202,21 @@ def train_and_evaluate(
       DataError: the data cannot be loaded.
       RunDirError: the workdir is unusable, in use, or holds a different run.
       WriteError: a file could not be written (the last good checkpoint stays).
+      DeviceError: the platform, processes or mesh cannot work here.
       TrainingDiverged: a member diverged and ``population.freeze_diverged`` is False, or every
         member has diverged. That epoch is not checkpointed.
     """
     config = resolve_config(config)
     pop = config.population
+    mesh = _devices(config)
+    devices = parallel.describe(mesh)
+    state_sharding, replicated = parallel.state_sharding(mesh), parallel.replicated(mesh)
     with RunDir(workdir, log=log or print) as rundir:
         inputs = load_inputs(
-            config.data, batch_size=config.batch_size, num_classes=config.model.num_classes
+            config.data,
+            batch_size=config.batch_size,
+            num_classes=config.model.num_classes,
+            sharding=replicated,
         )
         epochs = fallback_epochs(
             config.data, inputs, num_epochs=config.num_epochs, batch_size=config.batch_size
@@ -205,9 +247,15 @@ def train_and_evaluate(
         _check_model_fits(model, inputs.input_shape)
         steps_per_epoch = inputs.fingerprint["num_train"] // config.batch_size
         state = create_population(
-            config, model, inputs.input_shape, steps_per_epoch=steps_per_epoch
+            config,
+            model,
+            inputs.input_shape,
+            steps_per_epoch=steps_per_epoch,
+            sharding=state_sharding,
         )
-        evaluate = make_eval_fn(config)
+        evaluate = make_eval_fn(config, mesh=mesh)
+        # Read on the host from a replicated copy (a sharded state may span processes).
+        diverged_now = jax.jit(lambda s: s.diverged, out_shardings=replicated)
         identity = _identity(config, inputs)
         restored = rundir.restore(
             state,
@@ -226,7 +274,9 @@ def train_and_evaluate(
             return {"epoch": epoch, "history": history, "run": identity, "shapes": shapes}
 
         if restored is None:
-            state = _divergence_bounds(state, inputs, config.max_loss_factor, evaluate)
+            state = _divergence_bounds(
+                state, inputs, config.max_loss_factor, evaluate, state_sharding
+            )
             start_epoch, history = 0, []
             rundir.save(0, state, meta(0))
         else:
@@ -235,8 +285,8 @@ def train_and_evaluate(
         run_info = {
             "data": inputs.fingerprint,
             **shapes,
-            "strategy": resolve_strategy(pop.strategy),
-            "device": _device_name(),
+            "strategy": parallel.population_strategy(pop.strategy, mesh),
+            **devices,
         }
         rundir.write_json("config.json", config.to_dict())
         rundir.write_json("run.json", run_info)
@@ -246,7 +296,7 @@ def train_and_evaluate(
             f"{inputs.name} ({inputs.source}): {fp['num_train']} train"
             + (f" / {fp['num_validation']} validation" if fp["num_validation"] else "")
             + f" / {fp['num_test']} test images; {pop.size} member(s), strategy "
-            f"{run_info['strategy']}, on {run_info['device']}"
+            f"{run_info['strategy']}, on {_device_name(devices)}"
             + (f"; resuming after epoch {start_epoch}" if start_epoch else "")
         )
 
@@ -259,9 +309,9 @@ def train_and_evaluate(
                 key = data.epoch_key(config.seed, epoch)
                 if run_epoch is None:
                     run_epoch, compile_seconds = _epoch_runner(
-                        config, state, inputs.train, key, step_bar
+                        config, state, inputs.train, key, step_bar, mesh
                     )
-                was_diverged = np.asarray(state.diverged)
+                was_diverged = np.asarray(diverged_now(state))
                 start = time.perf_counter()
                 state, metrics = run_epoch(state, key)
                 metrics = jax.device_get(metrics)
@@ -277,13 +327,13 @@ def train_and_evaluate(
                         "train_accuracy": metrics.pop("accuracy"),
                         **_evaluate_named(evaluate, state, eval_data, eval_split),
                         **metrics,
-                        "diverged": np.asarray(state.diverged),
+                        "diverged": np.asarray(diverged_now(state)),
                     },
                 }
                 history.append(to_json(record))
                 report.epoch_line(record, config.num_epochs)
 
-                diverged = np.asarray(state.diverged)
+                diverged = np.asarray(record["metrics"]["diverged"])
                 newly = np.flatnonzero(diverged & ~was_diverged)
                 if newly.size:
                     who = ", ".join(report.member_name(i) for i in newly)
@@ -314,7 +364,8 @@ def train_and_evaluate(
             "train_seconds": train_seconds,
             "compile_seconds": compile_seconds,
             "examples_per_second": examples / train_seconds if train_seconds else float("nan"),
-            "device": run_info["device"],
+            "device": _device_name(devices),
+            **devices,
         }
         return report.summary(history, final_eval, timing)
 
