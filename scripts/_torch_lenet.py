@@ -1,4 +1,5 @@
-"""The yardstick for scripts/benchmark.py: the book's LeNet in PyTorch eager mode.
+"""The yardstick for scripts/benchmark.py and scripts/torch_train.py: the book's LeNet in PyTorch
+eager mode.
 
 Same architecture, batch, optimiser and data placement as cnnjax's benchmark run (sigmoid, 2x2
 average pooling, SGD, random 28x28 images held in memory), written the plain way a PyTorch user
@@ -25,7 +26,8 @@ def version() -> str:
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def _lenet():
+def lenet():
+    """The book's LeNet (D2L 6.6) as an ``nn.Sequential``, PyTorch's default initialisation."""
     from torch import nn
 
     return nn.Sequential(
@@ -53,7 +55,7 @@ def make_train(
     torch.manual_seed(0)
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
-    net = _lenet().to(device)
+    net = lenet().to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     n = x.shape[0] // batch_size
@@ -78,7 +80,7 @@ def make_forward(images: np.ndarray, batch_size: int, steps: int, device: str = 
 
     torch.manual_seed(0)
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
-    net = _lenet().to(device).eval()
+    net = lenet().to(device).eval()
     n = x.shape[0] // batch_size
 
     def run() -> None:
