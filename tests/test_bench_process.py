@@ -1,0 +1,217 @@
+"""scripts/bench_process.py: its parsing of the two scripts' output, and tiny real runs of it.
+
+The real runs train 1 epoch on a few hundred images in separate processes (``train.py`` and,
+when PyTorch is installed, ``torch_train.py``) and check the printed table and the JSON record
+against each other. PyTorch is the optional ``bench`` extra, so the two-framework run skips
+without it; the cnnjax-only run always runs.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "bench_process.py"
+TINY = [
+    "--epochs=1",
+    "--repeats=1",
+    "--warmup=0",
+    "--train-limit=512",
+    "--test-limit=300",
+    "--forward-repeats=2",
+]
+TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_process", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Real Fashion-MNIST when present (tests/conftest.py), else IDX files of its shapes."""
+    real = os.environ.get("CNNJAX_DATA_DIR", "")
+    if real and pathlib.Path(real, "train-images-idx3-ubyte.gz").is_file():
+        return real
+    out = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60000), ("t10k", 10000)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (n, 28, 28))
+        (out / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
+        (out / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + labels.tobytes()
+        )
+    return str(out)
+
+
+def run_bench(args, tmp_path):
+    out = tmp_path / "bench.json"
+    # Compiling without XLA's optimisations keeps the tiny runs short (speed is not checked).
+    env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, f"--out={out}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def table_rows(stdout):
+    """{measure label: [cells]} of the printed table."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("measure "))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if " | " not in line:
+            break
+        cells = [c.strip() for c in line.split(" | ")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+MEASURES = {
+    "whole": "whole process (s)",
+    "first_step": "start to first step (s)",
+    "train": "training examples/s (per epoch)",
+    "forward": "forward examples/s (batch 1024)",
+}
+
+
+def median_in(cell):
+    return float(cell.split(" [", 1)[0].replace(",", ""))
+
+
+def check_consistent(stdout, record, frameworks):
+    """The table shows the JSON's medians, and the JSON's medians are those of its raw runs."""
+    rows = table_rows(stdout)
+    assert set(rows) == set(MEASURES.values())
+    for fw_index, fw in enumerate(frameworks):
+        results, summary = record["results"][fw], record["summary"][fw]
+        assert len(results["train"]) == 1 and len(results["forward"]) == 1
+        run = results["train"][0]
+        assert run["num_train"] == 512 and run["num_test"] == 300
+        assert 0 < run["first_step_s"] < run["wall_s"]
+        assert run["train_rates"] == pytest.approx([512 / s for s in run["epoch_seconds"]])
+        raw = {
+            "whole": [run["wall_s"]],
+            "first_step": [run["first_step_s"]],
+            "train": run["train_rates"],
+            "forward": results["forward"][0],
+        }
+        assert len(raw["forward"]) == 2  # --forward-repeats=2
+        for key, values in raw.items():
+            assert summary[key]["median"] == pytest.approx(statistics.median(values))
+            assert summary[key]["min"] == min(values) and summary[key]["max"] == max(values)
+            shown = median_in(rows[MEASURES[key]][fw_index])
+            assert shown == pytest.approx(summary[key]["median"], rel=0.01, abs=0.1)
+
+
+def test_parse_train_prefers_the_reported_first_step(bench):
+    lines = [
+        (0.5, "fashion_mnist (idx): 1000 train / 300 test images; ..."),
+        (1.0, "first step after 0.87 s"),
+        (3.0, "epoch 1/2: loss 2.3, train acc 0.1, test acc 0.1  [1.500 s]"),
+        (5.0, "epoch 2/2: loss 2.3, train acc 0.1, test acc 0.1  [1.250 s]"),
+    ]
+    proc = bench.Process("torch", "train", [], 6.0, lines)
+    parsed = bench.parse_train(proc, 256)
+    assert parsed["first_step_s"] == 0.87 and parsed["first_step_source"] == "reported"
+    assert parsed["train_rates"] == pytest.approx([768 / 1.5, 768 / 1.25])  # 1000 // 256 * 256
+    assert parsed["wall_s"] == 6.0
+
+    estimated = bench.parse_train(bench.Process("cnnjax", "train", [], 6.0, lines[::2]), 256)
+    assert estimated["first_step_s"] == pytest.approx(3.0 - 1.5)
+    assert estimated["first_step_source"] == "estimated"
+
+
+def test_parse_train_reads_cnnjax_epoch_times_from_its_metrics(bench, tmp_path):
+    rows = [{"epoch": 1, "member": 0, "epoch_time_s": 0.0437}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = [
+        (0.1, "fashion_mnist (idx): 512 train / 300 test images; 1 member(s)"),
+        (2.0, "epoch 1/1: loss 2.7, train acc 0.1, test acc 0.1  [0.0 s]"),
+    ]
+    parsed = bench.parse_train(bench.Process("cnnjax", "train", [], 3.0, lines, str(tmp_path)), 256)
+    assert parsed["epoch_seconds"] == [0.0437]
+    assert parsed["first_step_s"] == pytest.approx(2.0 - 0.0437)
+
+
+def test_parse_errors_name_what_is_missing(bench):
+    with pytest.raises(bench.BenchError, match="no epoch lines|no '<N> train"):
+        bench.parse_train(bench.Process("cnnjax", "train", [], 1.0, [(0.1, "error: x")]), 256)
+    with pytest.raises(bench.BenchError, match="no 'forward batch' lines"):
+        bench.parse_forward(bench.Process("torch", "forward", [], 1.0, [(0.1, "hello")]))
+
+
+def test_ratios_say_how_much_faster_cnnjax_is(bench):
+    summary = {
+        "cnnjax": {"whole": {"median": 10.0}, "train": {"median": 300.0}},
+        "torch": {"whole": {"median": 15.0}, "train": {"median": 100.0}},
+    }
+    assert bench.ratio("whole", summary) == pytest.approx(1.5)  # time: torch / cnnjax
+    assert bench.ratio("train", summary) == pytest.approx(3.0)  # rate: cnnjax / torch
+    assert bench.target_met("whole", summary, full_run=True) == "yes"
+    assert bench.target_met("train", summary, full_run=True) == "yes"
+    assert bench.target_met("train", summary, full_run=False) == ""
+    assert bench.ratio("whole", {"cnnjax": summary["cnnjax"]}) is None
+
+
+def test_missing_data_dir_is_one_clear_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--only=cnnjax", f"--data-dir={tmp_path / 'nowhere'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "--data-dir" in proc.stderr and "CNNJAX_DATA_DIR" in proc.stderr
+
+
+def test_cnnjax_alone(data_dir, tmp_path):
+    stdout, record = run_bench([*TINY, "--only=cnnjax", f"--data-dir={data_dir}"], tmp_path)
+    check_consistent(stdout, record, ["cnnjax"])
+    assert list(record["summary"]) == ["cnnjax"]
+    assert all(v is None for v in record["ratios"].values())
+    assert "PyTorch" not in table_rows(stdout) and "measure" in stdout
+    assert re.search(r"run 1/1 cnnjax: 1 epoch\(s\), whole process [0-9.]+ s", stdout)
+
+
+@pytest.mark.skipif(not TORCH, reason="PyTorch is not installed (the optional 'bench' extra)")
+def test_cnnjax_against_pytorch(data_dir, tmp_path):
+    stdout, record = run_bench([*TINY, f"--data-dir={data_dir}"], tmp_path)
+    check_consistent(stdout, record, ["cnnjax", "torch"])
+    assert record["summary"]["torch"]["first_step_source"] == ["reported"]
+    kinds = [(p["framework"], p["kind"]) for p in record["processes"]]
+    assert kinds == [
+        ("cnnjax", "train"),
+        ("torch", "train"),
+        ("cnnjax", "forward"),
+        ("torch", "forward"),
+    ]
+    rows = table_rows(stdout)
+    for key, label in MEASURES.items():
+        ratio = record["ratios"][key]
+        assert float(rows[label][2]) == pytest.approx(ratio, abs=0.006)
+        c, t = (record["summary"][fw][key]["median"] for fw in ("cnnjax", "torch"))
+        assert ratio == pytest.approx(t / c if key in ("whole", "first_step") else c / t)
+        assert rows[label][4] == ""  # targets are judged only on the 10-epoch full run
