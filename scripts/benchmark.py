@@ -1,4 +1,4 @@
-"""LeNet training throughput: cnnjax's real trainer against PyTorch eager, in one interleaved run.
+"""LeNet training throughput: cnnjax's compiled programs against PyTorch eager, in one process.
 
     python scripts/benchmark.py [--repeats 5] [--steps 20] [--populations 8,32] [--out bench.json]
 
@@ -12,14 +12,28 @@ in memory on the device; every variant trains the same number of steps per repea
   * cnnjax, populations of K members trained on the same batches (``population.strategy`` "auto",
     and the other strategy for comparison), in example*models/s: K models trained one after another
     by the single-model step would reach the single-model examples/s, so pop/single is the ratio;
+  * cnnjax, the largest population sharded over every device (``--populations``' last K on the
+    mesh ``cnnjax.train.parallel.make_mesh`` picks for it, as the trainer does), when more than
+    one device is present;
   * PyTorch eager (when installed: ``pip install -e '.[bench]'``), the same network and batch;
   * forward-only throughput at batch 1024, both frameworks.
+
+The header names the devices and the meshes (``cnnjax.train.parallel.describe``).
 
 Variants run round-robin, one repeat of each in turn, so machine noise hits all alike; the table
 gives the median, min and max of examples/s, the ratio to PyTorch eager, the fraction of the
 machine's measured matmul peak (float32 2048x2048 ``jnp.dot``) that the training FLOPs reach,
 and each variant's compile time. Runs unchanged on CPU and GPU (on GPU, ``--steps`` defaults to a
 whole Fashion-MNIST epoch and the populations to 8,64).
+
+What this measures, and what it does not: the steady-state speed of the compiled step and epoch
+programs, with start-up, data loading, evaluation and file writes left out and both frameworks
+alive in one process. Interleaving in one process makes the comparison fair against machine noise,
+but the two runtimes' thread pools then live side by side and can slow each other; users run one
+framework per process. ``scripts/bench_process.py`` measures that: whole ``train.py`` runs
+against a PyTorch script as separate, alternated processes. Where the two disagree, trust this
+one for the relative speed of cnnjax's own variants and ``bench_process.py`` for cnnjax against
+PyTorch.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ import _torch_lenet  # noqa: E402  (the script's sibling, not a package module)
 
 from cnnjax import data, ops, train  # noqa: E402
 from cnnjax.models import LeNet  # noqa: E402
+from cnnjax.train import parallel  # noqa: E402
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -123,15 +138,24 @@ def cnnjax_train_variant(
     strategy="auto",
     conv_impl="auto",
     loop="scan",
+    mesh=None,
 ) -> Variant:
+    """One cnnjax training variant; with ``mesh`` (scan only), the state sharded along its member
+    axis and the data replicated, as the trainer places them."""
     config = make_config(population, strategy, conv_impl, batch_size)
     model = LeNet.from_config(config.model)
-    holder = {"state": train.create_population(config, model, IMAGE_SHAPE)}
+    sharding = None if mesh is None else parallel.state_sharding(mesh)
+    holder = {"state": train.create_population(config, model, IMAGE_SHAPE, sharding=sharding)}
     n = steps * batch_size
     split = data.to_device(images[:n], labels[:n])
+    if mesh is not None:
+        split = jax.device_put(split, parallel.replicated(mesh))
     if loop == "scan":
         fn, compile_s = timed_compile(
-            train.make_train_epoch(config), holder["state"], split, data.epoch_key(0, 0)
+            train.make_train_epoch(config, mesh=mesh),
+            holder["state"],
+            split,
+            data.epoch_key(0, 0),
         )
         keys = iter(range(1, 1 << 30))
 
@@ -139,6 +163,8 @@ def cnnjax_train_variant(
             holder["state"], metrics = fn(holder["state"], split, data.epoch_key(0, next(keys)))
             jax.block_until_ready(metrics)
     else:
+        if mesh is not None:
+            raise ValueError("cnnjax_train_variant: a mesh needs loop='scan'")
         xs = [split.images[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
         ys = [split.labels[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
         fn, compile_s = timed_compile(train.make_train_step(config), holder["state"], xs[0], ys[0])
@@ -201,6 +227,14 @@ def main(argv=None) -> int:
     steps, bs = args.steps, args.batch_size
 
     print(f"device: {device_description()}; jax {jax.__version__}", flush=True)
+    devices = jax.devices()
+    single_mesh = parallel.describe(parallel.make_mesh(devices[:1], 1, bs))
+    meshes = {"single model": single_mesh}
+    sharded_k = populations[-1] if populations and len(devices) > 1 else None
+    if sharded_k is not None:
+        sharded_mesh = parallel.make_mesh(devices, sharded_k, bs)
+        meshes[f"population {sharded_k} sharded"] = parallel.describe(sharded_mesh)
+    print(f"devices: {describe_devices(devices)}; meshes: {describe_meshes(meshes)}", flush=True)
     peak = matmul_peak_gflops()
     print(f"measured float32 matmul peak: {peak:.0f} GFLOP/s; compiling...", flush=True)
 
@@ -269,6 +303,23 @@ def main(argv=None) -> int:
                     conv_impl=args.compare_impl,
                 )
             )
+    if sharded_k is not None:
+        k = sharded_k
+        pop_steps = max(2, steps * 8 // k) if on_cpu else steps
+        strategy = parallel.population_strategy("auto", sharded_mesh)
+        m = meshes[f"population {k} sharded"]["mesh"]
+        variants.append(
+            cnnjax_train_variant(
+                f"cnnjax population {k} ({strategy}), {len(devices)} dev "
+                f"{m['population']}x{m['data']}",
+                images_u8,
+                labels,
+                pop_steps,
+                bs,
+                population=k,
+                mesh=sharded_mesh,
+            )
+        )
     fwd_steps = max(2, steps * bs // args.forward_batch)
     if torch_ok:
         variants.append(
@@ -312,7 +363,7 @@ def main(argv=None) -> int:
         rows.append(row)
 
     header = (
-        f"{'variant':<38} {'median/s':>11} {'min':>10} {'max':>10} {'x torch':>8} "
+        f"{'variant':<46} {'median/s':>11} {'min':>10} {'max':>10} {'x torch':>8} "
         f"{'x single':>9} {'%peak':>6} {'compile':>8}"
     )
     print()
@@ -320,16 +371,17 @@ def main(argv=None) -> int:
         f"LeNet, batch {bs} (forward: {args.forward_batch}), {args.repeats} repeats, "
         f"{steps} steps/run; {device_description()}"
     )
+    print(f"devices: {describe_devices(devices)}; meshes: {describe_meshes(meshes)}")
     print(header)
     print("-" * len(header))
     fmt = lambda x, f: "" if x is None else format(x, f)  # noqa: E731
     for row in rows:
         print(
-            f"{row['variant']:<38} {row['median']:>11,.0f} {row['min']:>10,.0f} "
+            f"{row['variant']:<46} {row['median']:>11,.0f} {row['min']:>10,.0f} "
             f"{row['max']:>10,.0f} "
             f"{fmt(row['vs_torch'], '.2f'):>8} {fmt(row['vs_single'], '.2f'):>9} "
             f"{fmt(row['peak_fraction'] and 100 * row['peak_fraction'], '.0f'):>6} "
-            f"{fmt(row['compile_s'], '.1f'):>7}s"
+            f"{fmt(row['compile_s'], '.1f') + ('s' if row['compile_s'] is not None else ''):>8}"
         )
     scan, step = med["cnnjax epoch scan"], med["cnnjax step loop"]
     print(
@@ -343,6 +395,8 @@ def main(argv=None) -> int:
             json.dump(
                 {
                     "device": device_description(),
+                    "devices": describe_devices(devices),
+                    "meshes": meshes,
                     "jax": jax.__version__,
                     "torch": _torch_lenet.version() if torch_ok else None,
                     "date": time.strftime("%Y-%m-%d"),
@@ -358,6 +412,21 @@ def main(argv=None) -> int:
             )
         print(f"wrote {args.out}")
     return 0
+
+
+def describe_devices(devices: list[jax.Device]) -> str:
+    """E.g. ``"8 x cpu (cpu), 1 process(es)"``."""
+    kinds = sorted({f"{d.device_kind} ({d.platform})" for d in devices})
+    processes = len({d.process_index for d in devices})
+    return f"{len(devices)} x {', '.join(kinds)}, {processes} process(es)"
+
+
+def describe_meshes(meshes: dict[str, dict]) -> str:
+    """E.g. ``"single model population=1 data=1; population 32 sharded population=8 data=1"``."""
+    return "; ".join(
+        f"{name} population={d['mesh']['population']} data={d['mesh']['data']}"
+        for name, d in meshes.items()
+    )
 
 
 def _cuda_available() -> bool:
