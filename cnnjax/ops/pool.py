@@ -42,6 +42,7 @@ The ``impl`` argument picks how (every choice computes the same function):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -552,15 +553,46 @@ def _unpool(op: str, x, indices, window, stride, padding, output_size, layout, r
     _checks.check_nonempty_but_batch(op, "x", x)
     n, c = x.shape[0], x.shape[-1]
     plane = math.prod(out)
+    if not isinstance(indices, jax.core.Tracer) and np.size(indices):
+        # Concrete indices (an eager call) are checked, as torch does; traced ones cannot be.
+        lo_i, hi_i = int(np.min(np.asarray(indices))), int(np.max(np.asarray(indices)))
+        if lo_i < 0 or hi_i >= plane:
+            raise ValueError(
+                f"{op}: indices must lie in [0, {plane}) (the unpooled plane {out}), got values"
+                f" in [{lo_i}, {hi_i}]; pass the output_size of the pooled input"
+            )
     x = x.astype(_checks.common_float_dtype(x))
     # (N, *in, C) -> (N*C, L): one row per example and channel, scattered into its plane.
-    vals = jnp.moveaxis(x, -1, 1).reshape(n * c, -1)
-    flat = jnp.moveaxis(idx, -1, 1).reshape(n * c, -1).astype(INDEX_DTYPE)
+    length = math.prod(in_spatial)
+    vals = jnp.moveaxis(x, -1, 1).reshape(n * c, length)
+    flat = jnp.moveaxis(idx, -1, 1).reshape(n * c, length).astype(INDEX_DTYPE)
     flat = jnp.where(flat < 0, plane, flat)  # negative indices are dropped, not wrapped
-    rows = jnp.arange(n * c, dtype=INDEX_DTYPE)[:, None]
-    y = jnp.zeros((n * c, plane), x.dtype).at[rows, flat].set(vals, mode="drop")
+    y = _scatter_rows(vals, flat, plane)
     y = jnp.moveaxis(y.reshape(n, c, *out), 1, -1)
     return _checks.restore_layout(y, unbatched, first)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _scatter_rows(vals: jax.Array, flat: jax.Array, plane: int) -> jax.Array:
+    """(R, L) values written at columns ``flat`` (R, L) of R zero rows of length ``plane``.
+
+    Out-of-range columns are dropped. Where a row's columns repeat, one of the values is written
+    (in max unpooling they are copies of one input element).
+    """
+    rows = jnp.arange(vals.shape[0], dtype=INDEX_DTYPE)[:, None]
+    return jnp.zeros((vals.shape[0], plane), vals.dtype).at[rows, flat].set(vals, mode="drop")
+
+
+@_scatter_rows.defjvp
+def _scatter_rows_jvp(plane, primals, tangents):
+    # torch's derivative: the gradient of every entry is the output gradient at its index (a
+    # gather), also where indices repeat (overlapping windows). Its transpose is a scatter-add,
+    # so the tangent adds where the value only writes; both agree wherever indices are unique.
+    vals, flat = primals
+    dvals = tangents[0]
+    rows = jnp.arange(vals.shape[0], dtype=INDEX_DTYPE)[:, None]
+    dy = jnp.zeros((vals.shape[0], plane), dvals.dtype).at[rows, flat].add(dvals, mode="drop")
+    return _scatter_rows(vals, flat, plane), dy
 
 
 _UNPOOL_DOC = """
@@ -571,9 +603,11 @@ _UNPOOL_DOC = """
     Args:
       x: pooled values, (N, *in, C) in "NHWC", (N, C, *in) in "NCHW"; the 1d/2d/3d forms also
         take one unbatched example.
-      indices: integer array of x's shape: flat positions in the output plane. Indices outside
-        ``[0, prod(output_size))`` are dropped (torch raises; values are not checked under jit).
-        Where two entries share an index, one of them is kept.
+      indices: integer array of x's shape: flat positions in the output plane, each in
+        ``[0, prod(output_size))``. Concrete indices are checked (ValueError, as torch raises);
+        traced ones (under jit) cannot be, and entries outside the range are dropped. Where
+        two entries share an index (overlapping windows), one value is written and, as in
+        torch, the gradient of each entry is the output gradient at its index.
       window, stride, padding: those of the max pooling being undone (stride None = window;
         padding an int, r ints or r (lo, hi) pairs).
       output_size: None for the default ``(in - 1) * stride + window - lo - hi`` per dim, or r
@@ -588,8 +622,8 @@ _UNPOOL_DOC = """
     Raises:
       TypeError: non-numeric x, non-integer indices, non-int hyper-parameters, traced
         hyper-parameters.
-      ValueError: wrong ndim, indices not of x's shape, output_size out of range, an empty
-        spatial or channel axis.
+      ValueError: wrong ndim, indices not of x's shape, output_size out of range, concrete
+        indices outside the output plane, an empty spatial or channel axis.
 
     Example:
       >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
