@@ -59,11 +59,17 @@ def _output_size(op: str, output_size: Any, in_spatial: tuple[int, ...]) -> tupl
                 f"{op}: output_size must be an int or {r} entries (int or None),"
                 f" got {output_size!r}"
             )
+        if r == 1 and value[0] is None:
+            # torch's 1-D forms take ints only; None is a 2-D/3-D convention.
+            raise TypeError(
+                f"{op}: output_size must be an int for a 1-D pool (None, keep the input size,"
+                f" is for 2-D and 3-D as in torch), got {output_size!r}"
+            )
         # None keeps that dim's input size (torch's convention).
         value = tuple(n if v is None else v for v, n in zip(value, in_spatial))
     elif value is None:
         raise ValueError(f"{op}: output_size must be an int or {r} entries, got None")
-    return _checks.int_tuple(op, "output_size", value, r, minimum=1)
+    return _checks.int_tuple(op, "output_size", value, r, minimum=0)
 
 
 def _bin_table(n: int, o: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,8 +115,8 @@ def _adaptive(op: str, kind: str, x, output_size, return_indices, layout, rank):
     out = _output_size(op, output_size, in_spatial)
     _checks.check_nonempty_but_batch(op, "x", x)
     x = x.astype(_checks.common_float_dtype(x))
-    if x.shape[0] == 0:
-        y = jnp.zeros((0, *out, x.shape[-1]), x.dtype)
+    if x.shape[0] == 0 or 0 in out:  # an empty batch or output_size 0: an empty result
+        y = jnp.zeros((x.shape[0], *out, x.shape[-1]), x.dtype)
         idx = jnp.zeros(y.shape, INDEX_DTYPE)
     else:
         y = x
@@ -135,8 +141,8 @@ def adaptive_avg_pool(x, output_size, *, layout: str = "NHWC") -> jax.Array:
     Args:
       x: (N, *spatial, C) ("NHWC") or (N, C, *spatial) ("NCHW"); spatial rank x.ndim - 2 here,
         the 1d/2d/3d forms also take one unbatched example.
-      output_size: int (every dim) or one entry per spatial dim, each an int >= 1 or None (keep
-        that dim's input size).
+      output_size: int (every dim) or one entry per spatial dim, each an int >= 0 (0 gives an
+        empty result, as in torch) or, for 2-D and 3-D, None (keep that dim's input size).
       layout: "NHWC" (default) or "NCHW".
 
     Returns:
@@ -144,8 +150,8 @@ def adaptive_avg_pool(x, output_size, *, layout: str = "NHWC") -> jax.Array:
       default float).
 
     Raises:
-      TypeError: non-numeric x, non-int output_size, traced output_size.
-      ValueError: wrong ndim, output_size of the wrong length or < 1, an empty spatial or
+      TypeError: non-numeric x, non-int output_size (None in 1-D), traced output_size.
+      ValueError: wrong ndim, output_size of the wrong length or < 0, an empty spatial or
         channel axis (an empty batch is fine), unknown layout.
 
     Example:

@@ -131,3 +131,18 @@ def test_traced_hyper_parameters_say_they_must_be_static(call, name):
     assert "functools.partial" in str(e.value) and "static_argnames" in str(e.value)
     # The fix it shows works.
     assert jax.jit(call, static_argnames=("s",))(x, s=2).ndim == 4
+
+
+def test_output_size_zero_gives_an_empty_result_and_none_is_not_a_1d_size():
+    # torch: output_size 0 in any dim gives an empty result (not an error); its 1-D forms take
+    # ints only, so None there is refused rather than read as "keep the input size".
+    x = h.random(np.random.default_rng(3), (2, 5, 4, 3))
+    assert ops.adaptive_avg_pool2d(x, (0, 2)).shape == (2, 0, 2, 3)
+    y, idx = ops.adaptive_max_pool2d(x, 0, return_indices=True)
+    assert y.shape == idx.shape == (2, 0, 0, 3)
+    assert ops.adaptive_avg_pool1d(x[:, :, 0], 0).shape == (2, 0, 3)
+    with pytest.raises(ValueError, match="output_size must be >= 0"):
+        ops.adaptive_avg_pool2d(x, (-1, 2))
+    with pytest.raises(TypeError, match="output_size must be an int for a 1-D pool"):
+        ops.adaptive_max_pool1d(x[:, :, 0], (None,))
+    assert ops.adaptive_avg_pool2d(x, (None, 2)).shape == (2, 5, 2, 3)
