@@ -11,7 +11,9 @@ end. Target: mean test accuracy >= 0.915.
     python scripts/train.py --config configs/lenet_best.py --workdir runs/lenet_best \\
         --config.data.source=idx --config.data.dir=../shared/data/fashion_mnist
 
-Results, measured: see EXERCISES.md (6.6.4.2).
+Measured (2026-12-01, real Fashion-MNIST, the project's 2-core AMD EPYC while busy, jax 0.10.2):
+test acc 0.9122 ± 0.0028 over seeds 0-3 (min 0.909, max 0.916; validation 0.9115), train acc
+0.984; 1,593 s of training. The 0.915 target is not met. More in EXERCISES.md (6.6.4.2).
 """
 
 import ml_collections
