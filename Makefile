@@ -6,15 +6,20 @@ PY     := $(VENV)/bin/python
 # Real Fashion-MNIST for tests and benchmarks, when it sits beside the checkout.
 export CNNJAX_DATA_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/fashion_mnist)))
 
+# Accelerators: `make train EXTRAS=cuda` (NVIDIA, CUDA 13), `EXTRAS=cuda12`, or `EXTRAS=tpu`.
+EXTRAS ?=
+comma  := ,
+STAMP  := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
+
 .PHONY: venv train test test-all bench bench-ops chapter clean
 
-$(VENV)/.installed: pyproject.toml
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test$(if $(EXTRAS),$(comma)$(EXTRAS))]'
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(STAMP)
 
 train: venv
 	$(PY) scripts/train.py --config configs/lenet.py --workdir runs/lenet
@@ -27,7 +32,7 @@ test: venv
 bench-ops: venv
 	$(PY) scripts/bench_ops.py
 
-$(VENV)/.installed-bench: $(VENV)/.installed
+$(VENV)/.installed-bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 

@@ -8,12 +8,16 @@ Re-running with the same ``--workdir`` resumes from its last checkpoint. Errors 
 (``error: ...``); see :mod:`cnnjax.train.cli` for the exit statuses.
 """
 
-import sys
+import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+_STARTED = time.perf_counter()  # before the imports: start-up includes importing JAX
 
-from cnnjax.train import cli
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from cnnjax.train import cli  # noqa: E402
 
 # Unlocked, with new keys accepted, so that a misspelt override reaches the config validation
 # (which names the key and the valid ones) instead of failing inside flag parsing.
@@ -34,7 +38,7 @@ def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         # Orbax logs every checkpoint at INFO, which buries the per-epoch lines.
         logging.set_verbosity(logging.WARNING)
-    sys.exit(cli.run(_CONFIG.value, _WORKDIR.value))
+    sys.exit(cli.run(_CONFIG.value, _WORKDIR.value, started=_STARTED))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import ml_collections
 
 from cnnjax.train.config import check_override
@@ -97,10 +98,27 @@ def fail(message: str, status: int) -> int:
     return status
 
 
-def run(config: Any, workdir: str) -> int:
-    """Runs ``train_and_evaluate`` and returns the process's exit status (see module doc)."""
+def enable_compilation_cache() -> None:
+    """Keeps compiled programs across runs in ``$CNNJAX_CACHE_DIR`` (default
+    ``~/.cache/cnnjax/jax``), unless JAX's own ``JAX_COMPILATION_CACHE_DIR`` chose a place: the
+    second run of a config then starts without compiling its programs again."""
+    if jax.config.jax_compilation_cache_dir:
+        return
+    default = os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cnnjax", "jax"
+    )
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("CNNJAX_CACHE_DIR", default))
+    # The default (1 s) skips LeNet's initialiser and evaluation, which compile in less.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+def run(config: Any, workdir: str, *, started: float | None = None) -> int:
+    """Runs ``train_and_evaluate`` and returns the process's exit status (see module doc).
+
+    ``started``: ``time.perf_counter()`` at process start, for the start-up line."""
+    enable_compilation_cache()
     try:
-        train_and_evaluate(config, workdir)
+        train_and_evaluate(config, workdir, started=started)
     except (ConfigError, DataError, DeviceError, RunDirError) as e:
         return fail(str(e), USAGE_ERROR)
     except TrainingDiverged as e:

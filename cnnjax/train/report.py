@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from cnnjax.train.plotting import learning_curves
 from cnnjax.train.rundir import RunDir
 
 __all__ = ["Reporter"]
@@ -119,8 +118,10 @@ class Reporter:
 
     # -- files ---------------------------------------------------------------------------------
 
-    def write_history(self, history: list[dict[str, Any]]) -> None:
-        """``metrics.jsonl``, ``metrics.csv`` and ``learning_curves.png`` from the history."""
+    def write_history(self, history: list[dict[str, Any]], *, figure: bool = True) -> None:
+        """``metrics.jsonl``, ``metrics.csv`` and (with ``figure``) ``learning_curves.png`` from
+        the history. The figure costs far more than the metrics (matplotlib), so the trainer
+        draws it once per run, at the end."""
         records = []
         for rec in history:
             for i in range(self.size):
@@ -134,8 +135,10 @@ class Reporter:
                 row["epoch_time_s"] = rec["seconds"]
                 records.append(row)
         self.rundir.write_metrics(records)
-        if not history:
+        if not history or not figure or not self.rundir.primary:
             return
+        from cnnjax.train.plotting import learning_curves  # matplotlib: off the start-up path
+
         curves = {
             k: [rec["metrics"][k] for rec in history]
             for k in ("train_loss", "train_accuracy", f"{self.eval_split}_accuracy")

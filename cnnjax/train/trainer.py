@@ -124,8 +124,21 @@ def _check_model_fits(model: LeNet, input_shape: tuple[int, ...]) -> None:
         ) from e
 
 
+def _head(split: data.DeviceSplit, n: int, sharding) -> data.DeviceSplit:
+    """The first ``n`` examples of ``split``, placed like it."""
+    n = min(n, split.images.shape[0])
+    return jax.jit(lambda s: jax.tree.map(lambda a: a[:n], s), out_shardings=sharding)(split)
+
+
 def _divergence_bounds(
-    state: TrainState, inputs: Inputs, factor: float, evaluate, sharding
+    state: TrainState,
+    inputs: Inputs,
+    factor: float,
+    evaluate,
+    sharding,
+    *,
+    batch_size: int,
+    replicated,
 ) -> TrainState:
     """Sets each member's ``max_loss`` to ``factor`` x its loss at initialisation.
 
@@ -137,7 +150,7 @@ def _divergence_bounds(
     """
     if not factor:
         return state
-    initial = evaluate(state, inputs.train)["loss"]
+    initial = evaluate(state, _head(inputs.train, batch_size, replicated))["loss"]
     bound = jax.jit(lambda loss: (factor * loss).astype(jnp.float32), out_shardings=sharding)
     return state.replace(max_loss=bound(initial))
 
@@ -174,7 +187,11 @@ def _evaluate_named(evaluate, state: TrainState, split: data.DeviceSplit, name: 
 
 
 def train_and_evaluate(
-    config: Any, workdir: str | os.PathLike, *, log: Callable[[str], None] | None = None
+    config: Any,
+    workdir: str | os.PathLike,
+    *,
+    log: Callable[[str], None] | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Trains and evaluates the population ``config`` describes, writing everything to ``workdir``.
 
@@ -189,6 +206,8 @@ def train_and_evaluate(
       config: a ``ConfigDict`` or mapping (see :mod:`cnnjax.train.config`); resolved here, once.
       workdir: the run's directory (see :mod:`cnnjax.train.rundir` for its files).
       log: receives one-line notices (default: the reporter's console line).
+      started: ``time.perf_counter()`` when the process started (the CLI passes it), for the
+        start-up line ``first step after X s``; default: when this function was called.
 
     Returns:
       The summary: final per-member metrics as (P,) arrays -- ``train_loss``,
@@ -206,6 +225,7 @@ def train_and_evaluate(
       TrainingDiverged: a member diverged and ``population.freeze_diverged`` is False, or every
         member has diverged. That epoch is not checkpointed.
     """
+    started = time.perf_counter() if started is None else started
     config = resolve_config(config)
     pop = config.population
     mesh = _devices(config)
@@ -275,7 +295,13 @@ def train_and_evaluate(
 
         if restored is None:
             state = _divergence_bounds(
-                state, inputs, config.max_loss_factor, evaluate, state_sharding
+                state,
+                inputs,
+                config.max_loss_factor,
+                evaluate,
+                state_sharding,
+                batch_size=config.eval_batch_size,
+                replicated=replicated,
             )
             start_epoch, history = 0, []
             rundir.save(0, state, meta(0))
@@ -290,7 +316,8 @@ def train_and_evaluate(
         }
         rundir.write_json("config.json", config.to_dict())
         rundir.write_json("run.json", run_info)
-        report.write_history(history)  # rebuilds metric files lost since the last checkpoint
+        # Rebuilds metric files lost since the last checkpoint.
+        report.write_history(history, figure=False)
         fp = inputs.fingerprint
         log(
             f"{inputs.name} ({inputs.source}): {fp['num_train']} train"
@@ -310,6 +337,10 @@ def train_and_evaluate(
                 if run_epoch is None:
                     run_epoch, compile_seconds = _epoch_runner(
                         config, state, inputs.train, key, step_bar, mesh
+                    )
+                    log(
+                        f"first step after {time.perf_counter() - started:.2f} s "
+                        f"(compile {compile_seconds:.2f} s)"
                     )
                 was_diverged = np.asarray(diverged_now(state))
                 start = time.perf_counter()
@@ -342,14 +373,14 @@ def train_and_evaluate(
                         f"above {config.max_loss_factor:g}x its initial value)"
                     )
                     if not pop.freeze_diverged or diverged.all():
-                        report.write_history(history)
+                        report.write_history(history, figure=True)
                         raise TrainingDiverged(
                             f"{message}; training stopped, the last good checkpoint is epoch "
                             f"{rundir.epochs()[0]} in {rundir.checkpoint_dir}"
                         )
                     log(f"warning: {message}; frozen, the other members continue")
                 rundir.save(epoch, state, meta(epoch))
-                report.write_history(history)
+                report.write_history(history, figure=False)
         finally:
             report.close_bars()
             if step_bar is not None:
@@ -357,6 +388,7 @@ def train_and_evaluate(
 
         if not history:
             return {"epochs": 0}
+        report.write_history(history, figure=True)
         final_eval = _evaluate_named(evaluate, state, inputs.test, "test")
         examples = trained * steps_per_epoch * config.batch_size * pop.size
         timing = {
