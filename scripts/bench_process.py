@@ -9,11 +9,13 @@ from real processes, run alternately (cnnjax, PyTorch, cnnjax, PyTorch, ...) so 
 both alike; each measure is given as the median and min-max over all runs:
 
 * **whole process** (s): from just before the process is spawned to its exit, measured here;
-* **start to first step** (s): each script prints ``first step after S.SS s``, measured from its
-  own process start. Until ``scripts/train.py`` prints that line, its value is *estimated* here
-  as the arrival of its first ``epoch 1/E ... [S s]`` line (measured from the spawn) less S, the
-  epoch's training time -- an over-estimate by the first evaluation, which runs in between; the
-  table says which was used;
+* **start to first step** (s): each script prints ``first step after S.SS s`` (flushed) just
+  before its first training step; the time is when that line arrives here, measured from the
+  spawn like the whole process, so both scripts are timed on one clock (what each script printed,
+  from its own idea of its start, is kept in the JSON). A ``train.py`` without that line is
+  *estimated* as the arrival of its first ``epoch 1/E ... [S s]`` line less S, the epoch's
+  training time -- an over-estimate by the first evaluation, which runs in between; the table
+  says which was used;
 * **training examples/s**: (N // batch) x batch examples over each epoch's training time as the
   script reports it (cnnjax: ``metrics.jsonl``'s ``epoch_time_s``; PyTorch: its epoch line), one
   value per epoch of every run;
@@ -61,6 +63,7 @@ EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/(\d+):.*\[([0-9.]+) s\]\s*$")
 FIRST_STEP = re.compile(r"first step after ([0-9.]+) s")
 FORWARD = re.compile(r"^forward batch (\d+): (\d+) examples in ([0-9.]+) s")
 SIZES = re.compile(r"(\d+) train(?: / \d+ validation)? / (\d+) test images")
+THREADS = re.compile(r"(\d+) threads")
 
 # Issue 12's targets for the 10-epoch book run: (measure, threshold, "ratio" | "seconds").
 TARGETS = {
@@ -151,6 +154,7 @@ def command(framework: str, kind: str, args: argparse.Namespace, workdir: str | 
         f"--train-limit={args.train_limit}",
         f"--test-limit={args.test_limit}",
         f"--eval-batch-size={args.forward_batch}",
+        f"--threads={args.torch_threads}",
     ]
     if kind == "forward":
         return [*argv, "--epochs=0", f"--forward-repeats={args.forward_repeats}"]
@@ -182,19 +186,22 @@ def parse_train(proc: Process, batch_size: int) -> dict[str, Any]:
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             by_epoch = {row["epoch"]: row["epoch_time_s"] for row in rows}
             seconds = [by_epoch.get(int(m.group(1)), s) for (_, m), s in zip(epochs, seconds)]
-    reported = next((float(m.group(1)) for t in proc.texts() if (m := FIRST_STEP.search(t))), None)
-    if reported is not None:
-        first, source = reported, "reported"
+    marker = next(((t, m) for t, text in proc.lines if (m := FIRST_STEP.search(text))), None)
+    if marker is not None:  # when the line arrived: the same clock for both scripts
+        first, source = marker[0], "marker"
     else:
         first, source = epochs[0][0] - seconds[0], "estimated"
     return {
         "wall_s": proc.wall_s,
         "first_step_s": first,
         "first_step_source": source,
+        # What the script itself printed (its own idea of its start), for comparison.
+        "first_step_reported_s": float(marker[1].group(1)) if marker else None,
         "epoch_seconds": seconds,
         "train_rates": [per_epoch / s for s in seconds if s > 0],
         "num_train": int(sizes.group(1)),
         "num_test": int(sizes.group(2)),
+        "threads": int(threads.group(1)) if (threads := THREADS.search(sizes.string)) else None,
     }
 
 
@@ -381,6 +388,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--test-limit", type=int, default=0, help="test images (0: all)")
     p.add_argument("--forward-batch", type=int, default=1024)
     p.add_argument("--forward-repeats", type=int, default=5, help="timed passes per process")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="PyTorch intra-op threads (0: its default, one per core, what a user gets)",
+    )
     p.add_argument("--only", choices=FRAMEWORKS, help="run one framework (no ratios)")
     p.add_argument("--keep", action="store_true", help="keep cnnjax's run directories")
     p.add_argument("--out", default="", help="write every run and the summary as JSON here")
@@ -389,7 +402,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("epochs", "repeats", "forward_repeats", "forward_batch"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("warmup", "train_limit", "test_limit"):
+    for name in ("warmup", "train_limit", "test_limit", "torch_threads"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not args.data_dir or not pathlib.Path(args.data_dir).is_dir():
@@ -482,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.epochs} epoch(s), batch {batch_size}, {first['num_train']} train / "
         f"{first['num_test']} test images; forward: {args.forward_repeats} pass(es) per process"
     )
+    if "torch" in results:
+        threads = sorted({t["threads"] for t in results["torch"]["train"]} - {None})
+        print(f"PyTorch intra-op threads: {', '.join(map(str, threads)) or '?'}")
     for line in table(summary, full_run, args.forward_batch):
         print(line)
     print(

@@ -126,7 +126,7 @@ def check_consistent(stdout, record, frameworks):
             assert shown == pytest.approx(summary[key]["median"], rel=0.01, abs=0.1)
 
 
-def test_parse_train_prefers_the_reported_first_step(bench):
+def test_parse_train_times_the_first_step_marker_on_its_own_clock(bench):
     lines = [
         (0.5, "fashion_mnist (idx): 1000 train / 300 test images; ..."),
         (1.0, "first step after 0.87 s"),
@@ -135,7 +135,8 @@ def test_parse_train_prefers_the_reported_first_step(bench):
     ]
     proc = bench.Process("torch", "train", [], 6.0, lines)
     parsed = bench.parse_train(proc, 256)
-    assert parsed["first_step_s"] == 0.87 and parsed["first_step_source"] == "reported"
+    assert parsed["first_step_s"] == 1.0 and parsed["first_step_source"] == "marker"
+    assert parsed["first_step_reported_s"] == 0.87
     assert parsed["train_rates"] == pytest.approx([768 / 1.5, 768 / 1.25])  # 1000 // 256 * 256
     assert parsed["wall_s"] == 6.0
 
@@ -191,6 +192,10 @@ def test_cnnjax_alone(data_dir, tmp_path):
     stdout, record = run_bench([*TINY, "--only=cnnjax", f"--data-dir={data_dir}"], tmp_path)
     check_consistent(stdout, record, ["cnnjax"])
     assert list(record["summary"]) == ["cnnjax"]
+    # train.py prints the marker; it counts from its first line, this benchmark from the spawn.
+    run = record["results"]["cnnjax"]["train"][0]
+    assert run["first_step_source"] == "marker"
+    assert 0 < run["first_step_reported_s"] <= run["first_step_s"] + 0.05
     assert all(v is None for v in record["ratios"].values())
     assert "PyTorch" not in table_rows(stdout) and "measure" in stdout
     assert re.search(r"run 1/1 cnnjax: 1 epoch\(s\), whole process [0-9.]+ s", stdout)
@@ -198,9 +203,11 @@ def test_cnnjax_alone(data_dir, tmp_path):
 
 @pytest.mark.skipif(not TORCH, reason="PyTorch is not installed (the optional 'bench' extra)")
 def test_cnnjax_against_pytorch(data_dir, tmp_path):
-    stdout, record = run_bench([*TINY, f"--data-dir={data_dir}"], tmp_path)
+    stdout, record = run_bench([*TINY, f"--data-dir={data_dir}", "--torch-threads=1"], tmp_path)
     check_consistent(stdout, record, ["cnnjax", "torch"])
-    assert record["summary"]["torch"]["first_step_source"] == ["reported"]
+    assert record["results"]["torch"]["train"][0]["threads"] == 1
+    assert "PyTorch intra-op threads: 1" in stdout
+    assert record["summary"]["torch"]["first_step_source"] == ["marker"]
     kinds = [(p["framework"], p["kind"]) for p in record["processes"]]
     assert kinds == [
         ("cnnjax", "train"),
