@@ -27,7 +27,7 @@ train: venv
 test: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench-ops: venv
 	$(PY) scripts/bench_ops.py

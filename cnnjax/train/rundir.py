@@ -127,7 +127,7 @@ class RunDir:
             )
         self.path = os.path.abspath(workdir)
         self.read_only = read_only
-        self._log = log
+        self.log = log
         self._mode = 0o666 & ~_umask()
         self._lock_fd: int | None = None
         self._manager: ocp.CheckpointManager | None = None
@@ -351,7 +351,7 @@ class RunDir:
         self.close_manager()
         os.makedirs(os.path.dirname(damaged), exist_ok=True)
         shutil.move(os.path.join(self.checkpoint_dir, str(epoch)), damaged)
-        self._log(
+        self.log(
             f"warning: checkpoint {epoch} is damaged ({reason}); moved to {damaged}, "
             f"falling back to the previous one"
         )

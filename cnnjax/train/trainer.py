@@ -182,6 +182,63 @@ def _epoch_runner(config, state: TrainState, train: data.DeviceSplit, key, bar, 
     return run, time.perf_counter() - start
 
 
+def _apply_fallback(config: ml_collections.ConfigDict, inputs: Inputs, log) -> None:
+    """Sets the epochs (and warmup) to train after a fallback to a smaller data set, if
+    ``data.fallback_epochs`` asks for it; the config written to the workdir records them."""
+    epochs = fallback_epochs(
+        config.data, inputs, num_epochs=config.num_epochs, batch_size=config.batch_size
+    )
+    if epochs is None:
+        return
+    log(
+        f"fallback data: {inputs.name} has {inputs.fingerprint['num_train']} training images, "
+        f"not those of {config.data.name}; training {epochs} epochs instead of "
+        f"{config.num_epochs} so the run takes as many SGD steps "
+        f"(config.data.fallback_epochs='as_configured' keeps {config.num_epochs})"
+    )
+    factor = epochs / config.num_epochs
+    config.optimizer.warmup_epochs = round(config.optimizer.warmup_epochs * factor)
+    config.num_epochs = epochs
+
+
+def _epoch_record(epoch: int, seconds: float, train: dict, evaluated: dict, diverged) -> dict:
+    """One epoch of the history: ``{"epoch", "seconds", "metrics": {name: (P,)}}``."""
+    train = dict(train)
+    train.pop("finite")  # already folded into ``diverged``
+    return {
+        "epoch": epoch,
+        "seconds": seconds,
+        "metrics": {
+            "train_loss": train.pop("loss"),
+            "train_accuracy": train.pop("accuracy"),
+            **evaluated,
+            **train,
+            "diverged": diverged,
+        },
+    }
+
+
+def _stop_or_freeze(config, record, was_diverged, history, report: Reporter, rundir, log) -> None:
+    """Reports members that diverged this epoch; raises TrainingDiverged when the run must stop
+    (``population.freeze_diverged`` off, or nobody left), otherwise they stay frozen."""
+    diverged = np.asarray(record["metrics"]["diverged"])
+    newly = np.flatnonzero(diverged & ~was_diverged)
+    if not newly.size:
+        return
+    who = ", ".join(report.member_name(i) for i in newly)
+    message = (
+        f"epoch {record['epoch']}: {who} diverged (loss or gradient non-finite, or loss above "
+        f"{config.max_loss_factor:g}x its initial value)"
+    )
+    if not config.population.freeze_diverged or diverged.all():
+        report.write_history(history, figure=True)
+        raise TrainingDiverged(
+            f"{message}; training stopped, the last good checkpoint is epoch "
+            f"{rundir.epochs()[0]} in {rundir.checkpoint_dir}"
+        )
+    log(f"warning: {message}; frozen, the other members continue")
+
+
 def _evaluate_named(evaluate, state: TrainState, split: data.DeviceSplit, name: str) -> dict:
     return {f"{name}_{k}": np.asarray(v) for k, v in jax.device_get(evaluate(state, split)).items()}
 
@@ -238,19 +295,7 @@ def train_and_evaluate(
             num_classes=config.model.num_classes,
             sharding=replicated,
         )
-        epochs = fallback_epochs(
-            config.data, inputs, num_epochs=config.num_epochs, batch_size=config.batch_size
-        )
-        if epochs is not None:
-            (log or print)(
-                f"fallback data: {inputs.name} has {inputs.fingerprint['num_train']} training "
-                f"images, not those of {config.data.name}; training {epochs} epochs instead of "
-                f"{config.num_epochs} so the run takes as many SGD steps "
-                f"(config.data.fallback_epochs='as_configured' keeps {config.num_epochs})"
-            )
-            factor = epochs / config.num_epochs
-            config.optimizer.warmup_epochs = round(config.optimizer.warmup_epochs * factor)
-            config.num_epochs = epochs
+        _apply_fallback(config, inputs, log or print)
         eval_split = "val" if inputs.validation is not None else "test"
         report = Reporter(
             rundir,
@@ -260,8 +305,7 @@ def train_and_evaluate(
             eval_split=eval_split,
             progress=config.progress,
         )
-        log = log or report.line
-        rundir._log = log
+        log = rundir.log = log or report.line
 
         model = LeNet.from_config(config.model)
         _check_model_fits(model, inputs.input_shape)
@@ -349,36 +393,16 @@ def train_and_evaluate(
                 seconds = time.perf_counter() - start
                 train_seconds, trained = train_seconds + seconds, trained + 1
 
-                metrics.pop("finite")
-                record = {
-                    "epoch": epoch,
-                    "seconds": seconds,
-                    "metrics": {
-                        "train_loss": metrics.pop("loss"),
-                        "train_accuracy": metrics.pop("accuracy"),
-                        **_evaluate_named(evaluate, state, eval_data, eval_split),
-                        **metrics,
-                        "diverged": np.asarray(diverged_now(state)),
-                    },
-                }
+                record = _epoch_record(
+                    epoch,
+                    seconds,
+                    metrics,
+                    _evaluate_named(evaluate, state, eval_data, eval_split),
+                    np.asarray(diverged_now(state)),
+                )
                 history.append(to_json(record))
                 report.epoch_line(record, config.num_epochs)
-
-                diverged = np.asarray(record["metrics"]["diverged"])
-                newly = np.flatnonzero(diverged & ~was_diverged)
-                if newly.size:
-                    who = ", ".join(report.member_name(i) for i in newly)
-                    message = (
-                        f"epoch {epoch}: {who} diverged (loss or gradient non-finite, or loss "
-                        f"above {config.max_loss_factor:g}x its initial value)"
-                    )
-                    if not pop.freeze_diverged or diverged.all():
-                        report.write_history(history, figure=True)
-                        raise TrainingDiverged(
-                            f"{message}; training stopped, the last good checkpoint is epoch "
-                            f"{rundir.epochs()[0]} in {rundir.checkpoint_dir}"
-                        )
-                    log(f"warning: {message}; frozen, the other members continue")
+                _stop_or_freeze(config, record, was_diverged, history, report, rundir, log)
                 rundir.save(epoch, state, meta(epoch))
                 report.write_history(history, figure=False)
         finally:
