@@ -288,6 +288,13 @@ def _pool(
     g = _geometry(op, in_spatial, window, stride, padding, dilation, ceil_mode)
     _checks.check_nonempty_but_batch(op, "x", x)
     g = _finish_geometry(op, in_spatial, g, ceil_mode)
+    if kind == "avg" and len(in_spatial) == 3 and any(n < k for n, k in zip(in_spatial, g.window)):
+        # torch's avg_pool3d (unlike its 1-D/2-D forms and max_pool3d) requires the unpadded
+        # input to hold the window; follow it rather than return what torch refuses.
+        raise ValueError(
+            f"{op}: a 3-D average pool needs the input {in_spatial} (D, H, W) to be at least the"
+            f" window {g.window} in every dim, padding aside (torch's avg_pool3d rule)"
+        )
 
     reshape_ok = (
         g.strides == g.window
@@ -374,7 +381,8 @@ _AVG_DOC_ARGS = """
     Raises:
       TypeError: non-numeric x, non-int or non-bool hyper-parameters, or a traced
         hyper-parameter (it must be static: ``functools.partial`` or ``static_argnames``).
-      ValueError: as :func:`max_pool`, and ``divisor_override == 0``.
+      ValueError: as :func:`max_pool`, and ``divisor_override == 0``; in 3-D, also an input
+        smaller than the window in some dim (before padding), as torch's avg_pool3d refuses.
 """
 
 

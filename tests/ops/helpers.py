@@ -205,8 +205,10 @@ def pool_cases(draw, rank: int = 2, reshape_only: bool = False):
         padding = draw(st.sampled_from([pads, tuple(lo for lo, _ in pads)]))
         if not isinstance(padding[0], tuple):
             pads = tuple((lo, lo) for lo, _ in pads)
+    # torch's avg_pool3d needs the unpadded input to hold the window; 1-D/2-D may be smaller.
     spatial = tuple(
-        draw(st.integers(max(1, k - lo - hi), k + 5)) for k, (lo, hi) in zip(window, pads)
+        draw(st.integers(k if rank == 3 else max(1, k - lo - hi), k + 5))
+        for k, (lo, hi) in zip(window, pads)
     )
     n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
     return (n, *spatial, c), window, stride, padding, pads, draw(st.integers(0, 2**16))

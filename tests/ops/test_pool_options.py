@@ -92,6 +92,8 @@ def test_max_pool_options_equal_reference_values_and_indices(data, rank):
 )
 def test_avg_pool_options_equal_reference(data, rank, include, divisor):
     x_shape, kw, _, seed = data.draw(option_cases(rank))
+    if rank == 3:  # torch's avg_pool3d needs the unpadded input to hold the window
+        x_shape = (x_shape[0], *map(max, x_shape[1:-1], kw["window"]), x_shape[-1])
     x = h.random(np.random.default_rng(seed), x_shape)
     f = functools.partial(ops.avg_pool, count_include_pad=include, divisor_override=divisor, **kw)
     want = ref.avg_pool(x, count_include_pad=include, divisor_override=divisor, **kw)
@@ -168,6 +170,19 @@ def test_all_minus_inf_window_indexes_a_real_element_not_padding():
     y, i = ops.max_pool1d(x, 3, stride=1, padding=1, return_indices=True)
     np.testing.assert_array_equal(y[0, :, 0], [-np.inf] * 3)
     np.testing.assert_array_equal(i[0, :, 0], [0, 0, 1])
+
+
+def test_avg_pool3d_needs_the_input_to_hold_the_window_as_torch_does():
+    # torch's avg_pool3d refuses an input smaller than the window in some dim even where the
+    # padding would make room (its 1-D/2-D forms and max_pool3d accept it).
+    x = jnp.ones((1, 1, 5, 5, 2))
+    with pytest.raises(ValueError, match=r"avg_pool3d: a 3-D average pool needs the input"):
+        ops.avg_pool3d(x, (3, 3, 3), 1, 1)
+    with pytest.raises(ValueError, match="at least the window"):
+        ops.avg_pool(x, 2, 1, 1, layout="NHWC")
+    assert ops.max_pool3d(x, (3, 3, 3), 1, 1).shape == (1, 1, 5, 5, 2)
+    assert ops.avg_pool2d(x[:, 0, :1], (3, 3), 1, 1).shape == (1, 1, 5, 2)
+    np.testing.assert_allclose(ops.avg_pool3d(x[:, :, :, :, :1], 1, padding=0), x[..., :1])
 
 
 # --- max_unpool. ---
