@@ -237,28 +237,37 @@ def test_max_unpool_gradient_reaches_every_entry_sharing_an_index():
     # gradient gathered at each entry's index, so both entries get g[1] (a scatter's own
     # derivative would give it to one of them only).
     x = jnp.array([1.0, 5.0, 2.0, 0.0]).reshape(1, 4, 1)
-    y, idx = ops.max_pool1d(x, 3, 1, return_indices=True)
-    np.testing.assert_array_equal(idx[0, :, 0], [1, 1])
     g = jnp.array([0.0, 10.0, 0.0, 0.0]).reshape(1, 4, 1)
-    grad = jax.grad(lambda v: jnp.sum(g * ops.max_unpool1d(v, idx, 3, 1)))(y)
+
+    @jax.jit
+    def run(x):
+        y, idx = ops.max_pool1d(x, 3, 1, return_indices=True)
+        unpool = functools.partial(ops.max_unpool1d, indices=idx, window=3, stride=1)
+        grad = jax.grad(lambda v: jnp.sum(g * unpool(v)))(y)
+        # Forward mode: the tangent is that gradient's transpose, a scatter-add.
+        tangent = jax.jvp(unpool, (y,), (jnp.ones_like(y),))[1]
+        return idx, unpool(y), grad, tangent
+
+    idx, out, grad, tangent = run(x)
+    np.testing.assert_array_equal(idx[0, :, 0], [1, 1])
+    np.testing.assert_array_equal(out[0, :, 0], [0, 5, 0, 0])
     np.testing.assert_array_equal(grad[0, :, 0], [10.0, 10.0])
-    # Forward mode agrees with that gradient (the tangent is its transpose, a scatter-add).
-    tangent = jax.jvp(lambda v: ops.max_unpool1d(v, idx, 3, 1), (y,), (jnp.ones_like(y),))[1]
     np.testing.assert_array_equal(tangent[0, :, 0], [0.0, 2.0, 0.0, 0.0])
-    np.testing.assert_array_equal(ops.max_unpool1d(y, idx, 3, 1)[0, :, 0], [0, 5, 0, 0])
 
 
 def test_max_unpool_checks_concrete_indices_and_takes_an_empty_batch():
-    x = jnp.arange(10.0).reshape(1, 5, 2)
-    y, idx = ops.max_pool1d(x, 2, 3, padding=1, return_indices=True)  # default unpool size 3
+    # Window 2, stride 3, padding 1 over 5 positions: windows [-1, 0] and [2, 3]; a maximum at 3
+    # lies outside the default unpooled size (2 - 1) * 3 + 2 - 2 = 3.
+    y = jnp.ones((1, 2, 2))
+    idx = np.array([[[0, 0], [3, 3]]])
     with pytest.raises(ValueError, match=r"max_unpool1d: indices must lie in \[0, 3\)"):
         ops.max_unpool1d(y, idx, 2, 3, padding=1)
     assert ops.max_unpool1d(y, idx, 2, 3, padding=1, output_size=5).shape == (1, 5, 2)
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 5\)"):
-        ops.max_unpool1d(y, idx - 5, 2, 3, padding=1, output_size=5)
+        ops.max_unpool1d(y, idx - 1, 2, 3, padding=1, output_size=5)
     # Under jit the values are not known: out-of-range entries are dropped.
     dropped = jax.jit(lambda v, i: ops.max_unpool1d(v, i, 2, 3, padding=1))(y, idx)
-    assert dropped.shape == (1, 3, 2)
+    np.testing.assert_array_equal(dropped[0, :, 0], [1, 0, 0])
     # N = 0 (a one-element plane, stride larger than the plane).
     empty = ops.max_unpool1d(jnp.ones((0, 1, 2)), jnp.zeros((0, 1, 2), jnp.int32), 1, 3)
     assert empty.shape == (0, 1, 2)
