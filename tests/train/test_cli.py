@@ -42,6 +42,23 @@ def _train(workdir) -> str:
     return proc.stdout
 
 
+def _start_until_first_checkpoint(workdir, output) -> subprocess.Popen:
+    """Starts the CLI and returns once epoch 1 is checkpointed (or the process ended)."""
+    proc = subprocess.Popen(
+        _command(workdir),
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=output,
+        stderr=output,
+        text=True,
+    )
+    first = workdir / "checkpoints" / "1"
+    deadline = time.monotonic() + 240
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return proc
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cli") / "run"
@@ -67,17 +84,7 @@ def test_cli_trains_and_writes_all_outputs(uninterrupted):
 def test_sigkilled_run_resumes_to_identical_params_and_metrics(uninterrupted, tmp_path):
     reference, _ = uninterrupted
     workdir = tmp_path / "run"
-    proc = subprocess.Popen(
-        _command(workdir),
-        cwd=ROOT,
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    first = workdir / "checkpoints" / "1"
-    deadline = time.monotonic() + 240
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    proc = _start_until_first_checkpoint(workdir, subprocess.DEVNULL)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed"
     done = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
@@ -201,18 +208,7 @@ def test_a_second_trainer_on_the_workdir_is_refused(tmp_path):
 def test_ctrl_c_exits_130_in_one_line_and_the_run_resumes_identically(uninterrupted, tmp_path):
     reference, _ = uninterrupted
     workdir = tmp_path / "run"
-    proc = subprocess.Popen(
-        _command(workdir),
-        cwd=ROOT,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    first = workdir / "checkpoints" / "1"
-    deadline = time.monotonic() + 240
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    proc = _start_until_first_checkpoint(workdir, subprocess.PIPE)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-3000:])
