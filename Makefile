@@ -11,7 +11,7 @@ EXTRAS ?=
 comma  := ,
 STAMP  := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
 
-.PHONY: venv train test test-all bench bench-ops chapter clean
+.PHONY: venv train test bench bench-process bench-ops chapter clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ $(VENV)/.installed-bench: $(STAMP)
 
 bench: $(VENV)/.installed-bench
 	$(PY) scripts/benchmark.py --out runs/benchmark.json
+
+bench-process: $(VENV)/.installed-bench
+	$(PY) scripts/bench_process.py --data-dir $(CNNJAX_DATA_DIR) --epochs 10 --repeats 3 \
+		--out runs/bench_process.json
 
 chapter: venv
 	$(PY) scripts/chapter6.py --outdir runs/chapter6
