@@ -61,7 +61,7 @@ def to_device(
     normalize: str = "unit",
     mean: float | Sequence[float] | np.ndarray | None = None,
     std: float | Sequence[float] | np.ndarray | None = None,
-    device: jax.Device | None = None,
+    device: jax.Device | jax.sharding.Sharding | None = None,
 ) -> DeviceSplit:
     """Copies a split to ``device`` once, as uint8, and normalises it there.
 
@@ -72,7 +72,9 @@ def to_device(
         ``"standardize"``: ``(x / 255 - mean) / std``.
       mean, std: scalars or per-channel ``(C,)``, on the 0..1 scale; required by
         ``"standardize"`` (see ``channel_stats``), rejected otherwise.
-      device: where to put the split; default JAX's default device.
+      device: where to put the split: a device, or a sharding (e.g. replicated over a mesh;
+        in a multi-process run every process passes the same arrays); default JAX's default
+        device.
 
     Returns:
       ``DeviceSplit`` with float32 images and int32 labels on ``device``.

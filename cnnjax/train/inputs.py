@@ -95,19 +95,6 @@ def _load(name: str, source: str, data_dir: str) -> data.Dataset:
         raise DataError(f"config.data: {message}") from e
 
 
-def _place(split: data.DeviceSplit, sharding: jax.sharding.Sharding | None) -> data.DeviceSplit:
-    """``split`` with each array at ``sharding``. Every process holds the whole split, so each
-    feeds its own devices their part (``make_array_from_callback``), with no cross-host copy."""
-    if sharding is None:
-        return split
-
-    def place(a: jax.Array) -> jax.Array:
-        host = np.asarray(a)
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-    return data.DeviceSplit(*(place(a) for a in split))
-
-
 def load_inputs(
     data_config: Any,
     *,
@@ -160,8 +147,8 @@ def load_inputs(
         stats = dict(zip(("mean", "std"), data.channel_stats(train_x), strict=True))
 
     def put(images: np.ndarray, labels: np.ndarray) -> data.DeviceSplit:
-        split = data.to_device(images, labels, normalize=cfg.normalize, **stats)
-        return _place(split, sharding)
+        # Every process holds the whole split, so each puts its own devices' part there.
+        return data.to_device(images, labels, normalize=cfg.normalize, device=sharding, **stats)
 
     arrays = [train_x, train_y, test_x, test_y] + (list(val) if val is not None else [])
     fingerprint = {

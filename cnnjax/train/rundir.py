@@ -168,9 +168,7 @@ class RunDir:
         os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
 
     def close(self) -> None:
-        if self._manager is not None:
-            self._manager.close()
-            self._manager = None
+        self.close_manager()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None

@@ -373,6 +373,7 @@ def train_and_evaluate(
 
         eval_data = inputs.validation if inputs.validation is not None else inputs.test
         run_epoch, compile_seconds, train_seconds, trained = None, 0.0, 0.0, 0
+        was_diverged = np.asarray(diverged_now(state))
         report.open_bars(config.num_epochs, start_epoch)
         step_bar = report.step_bar() if config.loop == "step" else None
         try:
@@ -386,7 +387,6 @@ def train_and_evaluate(
                         f"first step after {time.perf_counter() - started:.2f} s "
                         f"(compile {compile_seconds:.2f} s)"
                     )
-                was_diverged = np.asarray(diverged_now(state))
                 start = time.perf_counter()
                 state, metrics = run_epoch(state, key)
                 metrics = jax.device_get(metrics)
@@ -403,6 +403,7 @@ def train_and_evaluate(
                 history.append(to_json(record))
                 report.epoch_line(record, config.num_epochs)
                 _stop_or_freeze(config, record, was_diverged, history, report, rundir, log)
+                was_diverged = record["metrics"]["diverged"]
                 rundir.save(epoch, state, meta(epoch))
                 report.write_history(history, figure=False)
         finally:
