@@ -3,10 +3,12 @@
 ``load(name, source=..., data_dir=...)`` returns a host-side ``Dataset`` (uint8 images, int32
 labels, class names) from IDX files, tensorflow-datasets (TensorFlow optional) or the bundled
 offline set; ``to_device`` / ``epoch_indices`` / ``eval_indices`` / ``gather`` / ``epoch_key``
-put a split on the accelerator and batch it there. This package imports neither
+put a split on the accelerator and batch it there; ``augment`` (random flips and shifts)
+transforms a training batch there. This package imports neither
 ``cnnjax.models`` nor ``cnnjax.train``.
 """
 
+from cnnjax.data.augment import augment, random_flip, random_shift
 from cnnjax.data.bundled import load_bundled
 from cnnjax.data.dataset import SOURCES, Dataset
 from cnnjax.data.idx import IMAGES_MAGIC, LABELS_MAGIC, IDXError, decode_idx, read_idx
@@ -18,6 +20,7 @@ from cnnjax.data.iterator import (
     epoch_key,
     eval_indices,
     gather,
+    step_keys,
     to_device,
 )
 from cnnjax.data.loader import DATA_DIR_ENV, LOAD_SOURCES, load
@@ -37,6 +40,7 @@ __all__ = [
     "DeviceSplit",
     "IDXError",
     "IdxFiles",
+    "augment",
     "channel_stats",
     "decode_idx",
     "epoch_indices",
@@ -47,7 +51,10 @@ __all__ = [
     "load",
     "load_bundled",
     "names",
+    "random_flip",
+    "random_shift",
     "read_idx",
     "register",
+    "step_keys",
     "to_device",
 ]

@@ -232,3 +232,21 @@ def epoch_key(seed_or_key: int | jax.Array, epoch: int | jax.Array) -> jax.Array
     if isinstance(seed_or_key, (int, np.integer)):
         seed_or_key = jax.random.key(int(seed_or_key))
     return jax.random.fold_in(seed_or_key, epoch)
+
+
+def step_keys(key: jax.Array, num_steps: int) -> jax.Array:
+    """One PRNG key per training step of an epoch, for random augmentation.
+
+    Drawn from ``fold_in(key, 1)``, so they are independent of the epoch's permutation (which
+    ``epoch_indices`` draws from ``key`` itself) and, like it, a function of the seed and the
+    epoch only.
+
+    Args:
+      key: the epoch's key (``epoch_key``); may be traced.
+      num_steps: S, a static Python int >= 1.
+
+    Returns:
+      ``(S,)`` keys of ``key``'s kind.
+    """
+    num_steps = _static_int("step_keys", "num_steps", num_steps, 1)
+    return jax.random.split(jax.random.fold_in(key, 1), num_steps)

@@ -16,11 +16,14 @@ Keys (defaults in :func:`default_config`):
 * ``loop``: ``"scan"`` (each epoch is one compiled ``lax.scan``; the default) or ``"step"`` (a
   jitted step called from a Python loop, so a progress bar can count steps).
 * ``data.{name, source, dir, normalize, train_limit, test_limit, validation_size,
-  fallback_epochs}``: a limit keeps a fixed pseudo-random subset of that many examples (the same
-  for every seed); 0 means all. ``validation_size`` examples are held out of the training split
-  (again a fixed subset): each epoch is then evaluated on them, and the test split only once, at
-  the end. ``fallback_epochs`` (see :mod:`cnnjax.train.inputs`) decides how many epochs a run
-  trains when ``source="auto"`` falls back to the small bundled set.
+  fallback_epochs, random_flip, random_shift}``: a limit keeps a fixed pseudo-random subset of
+  that many examples (the same for every seed); 0 means all. ``validation_size`` examples are
+  held out of the training split (again a fixed subset): each epoch is then evaluated on them,
+  and the test split only once, at the end. ``fallback_epochs`` (see
+  :mod:`cnnjax.train.inputs`) decides how many epochs a run trains when ``source="auto"``
+  falls back to the small bundled set. ``random_flip`` (mirror left-right with probability 1/2)
+  and ``random_shift`` (translate by up to that many pixels, black border) augment every
+  training batch (:func:`cnnjax.data.augment`); evaluation never.
 * ``model.*``: the fields of :class:`cnnjax.models.LeNet` (see ``LeNet.default_config()``).
 * ``optimizer.{name, learning_rate, momentum, weight_decay, schedule, warmup_epochs}``.
 * ``population.{size, seeds, learning_rates, strategy, freeze_diverged}``: ``size`` members trained
@@ -92,6 +95,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.train_limit = 0
     c.data.test_limit = 0
     c.data.validation_size = 0
+    c.data.random_flip = False
+    c.data.random_shift = 0
     c.data.fallback_epochs = "match_steps"
 
     c.model = ml_collections.ConfigDict(LeNet.default_config())
@@ -313,6 +318,7 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
     _check_choice("data.fallback_epochs", d.fallback_epochs, FALLBACK_EPOCHS)
     for key in ("train_limit", "test_limit", "validation_size"):
         _require(d[key] >= 0, f"data.{key}", ">= 0 (0 means all/none)", d[key])
+    _require(d.random_shift >= 0, "data.random_shift", ">= 0 pixels (0 means none)", d.random_shift)
     if d.train_limit:
         _require(
             d.train_limit >= c.batch_size + d.validation_size,

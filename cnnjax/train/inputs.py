@@ -52,6 +52,16 @@ class Inputs:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(int(d) for d in self.train.images.shape[1:])
 
+    @property
+    def black(self) -> tuple[float, ...]:
+        """The model-input value of a black (0) pixel, per channel: what a randomly shifted
+        training image shows where its border was uncovered."""
+        channels = self.input_shape[-1]
+        if self.preprocess["normalize"] != "standardize":
+            return (0.0,) * channels
+        mean, std = self.preprocess["mean"], self.preprocess["std"]
+        return tuple(float(-m / s) for m, s in zip(mean, std, strict=True))
+
 
 def _fixed_permutation(n: int, salt: int) -> np.ndarray:
     # The same for every run and seed: a held-out or limited subset never depends on the seed.

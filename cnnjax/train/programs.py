@@ -32,7 +32,7 @@ from cnnjax.train.population import population_map
 from cnnjax.train.state import TrainState
 from cnnjax.train.steps import Metrics, eval_step, reduce_steps, train_step
 
-__all__ = ["LOOPS", "make_eval_fn", "make_train_epoch", "make_train_step"]
+__all__ = ["LOOPS", "make_batch_fn", "make_eval_fn", "make_train_epoch", "make_train_step"]
 
 # How an epoch is driven: one compiled lax.scan, or a jitted step called from Python.
 LOOPS = ("scan", "step")
@@ -76,6 +76,29 @@ def _jit(fn: Callable, mesh: Mesh | None, *, train: bool) -> Callable:
     return jax.jit(fn, **kwargs)
 
 
+def make_batch_fn(config: Any, *, fill: float | tuple[float, ...] = 0.0):
+    """The training batch of one step: gathered by index, then augmented as the config says.
+
+    Args:
+      config: the resolved training config (``data.random_flip`` and ``data.random_shift`` are
+        read).
+      fill: the shifted-in border's value, scalar or per channel (the normalised black pixel,
+        :attr:`cnnjax.train.inputs.Inputs.black`).
+
+    Returns:
+      ``batch(train, idx, key) -> (x, y)`` (not jitted): ``train`` a
+      :class:`cnnjax.data.DeviceSplit`, ``idx`` (B,) int32 indices, ``key`` the step's key
+      (:func:`cnnjax.data.step_keys`; unused without augmentation); x (B, H, W, C), y (B,).
+    """
+    flip, shift = config.data.random_flip, config.data.random_shift
+
+    def batch(train: data.DeviceSplit, idx: jax.Array, key: jax.Array):
+        x, y = data.gather(train, idx)
+        return data.augment(key, x, flip=flip, max_shift=shift, fill=fill), y
+
+    return batch
+
+
 def make_train_step(config: Any, *, strategy: str | None = None, mesh: Mesh | None = None):
     """A jitted population step for a per-step Python loop.
 
@@ -98,14 +121,22 @@ def make_train_step(config: Any, *, strategy: str | None = None, mesh: Mesh | No
     return _jit(population_step, mesh, train=True)
 
 
-def make_train_epoch(config: Any, *, strategy: str | None = None, mesh: Mesh | None = None):
+def make_train_epoch(
+    config: Any,
+    *,
+    strategy: str | None = None,
+    mesh: Mesh | None = None,
+    fill: float | tuple[float, ...] = 0.0,
+):
     """A jitted function that trains a population for one epoch as a single ``lax.scan``.
 
     Args:
       config: the resolved training config (``batch_size``, ``per_example_grads``,
-        ``population.freeze_diverged`` and ``population.strategy`` are read).
+        ``population.freeze_diverged``, ``population.strategy`` and the augmentation keys of
+        :func:`make_batch_fn` are read).
       strategy: overrides ``config.population.strategy`` ("vmap" | "map" | "auto").
       mesh: run sharded on this mesh (see the module docstring); None for one device.
+      fill: see :func:`make_batch_fn`.
 
     Returns:
       ``train_epoch(state, train, key) -> (state, metrics)``:
@@ -114,21 +145,24 @@ def make_train_epoch(config: Any, *, strategy: str | None = None, mesh: Mesh | N
       * ``train``: a :class:`cnnjax.data.DeviceSplit` (images (N, H, W, C) float32, labels (N,)
         int32) on the device;
       * ``key``: the epoch's PRNG key (:func:`cnnjax.data.epoch_key`); it fixes the permutation,
-        ``N // batch_size`` full batches (the last partial batch is dropped);
+        ``N // batch_size`` full batches (the last partial batch is dropped), and the
+        augmentation (:func:`cnnjax.data.step_keys`);
       * ``metrics``: per-epoch (P,) arrays, see :func:`cnnjax.train.steps.reduce_steps`.
 
       One compilation per training-split shape.
     """
     step = _population_step(config, strategy, mesh)
+    batch = make_batch_fn(config, fill=fill)
     batch_size = config.batch_size
 
     def train_epoch(state: TrainState, train: data.DeviceSplit, key: jax.Array):
         indices = data.epoch_indices(key, train.images.shape[0], batch_size)
+        keys = data.step_keys(key, indices.shape[0])
 
-        def body(state: TrainState, idx: jax.Array):
-            return step(state, data.gather(train, idx))
+        def body(state: TrainState, xs: tuple[jax.Array, jax.Array]):
+            return step(state, batch(train, *xs))
 
-        state, metrics = jax.lax.scan(body, state, indices)
+        state, metrics = jax.lax.scan(body, state, (indices, keys))
         return state, reduce_steps(metrics)
 
     return _jit(train_epoch, mesh, train=True)

@@ -23,10 +23,10 @@ import numpy as np
 from cnnjax import data
 from cnnjax.models import LeNet
 from cnnjax.train import parallel
-from cnnjax.train.config import resolve_config
+from cnnjax.train.config import default_config, resolve_config
 from cnnjax.train.errors import ConfigError, RunDirError, TrainingDiverged
 from cnnjax.train.inputs import Inputs, fallback_epochs, load_inputs
-from cnnjax.train.programs import make_eval_fn, make_train_epoch, make_train_step
+from cnnjax.train.programs import make_batch_fn, make_eval_fn, make_train_epoch, make_train_step
 from cnnjax.train.report import Reporter
 from cnnjax.train.rundir import RunDir, to_json
 from cnnjax.train.state import TrainState, create_population
@@ -97,8 +97,13 @@ def _check_same_run(saved: dict[str, Any], current: dict[str, Any], schedule: st
     allowed = set(_RESUMABLE_CHANGES)
     if schedule != "constant":
         allowed.discard("num_epochs")  # the schedule's length depends on it
-    old = _flatten({"config": saved["config"], "data": saved["data"]})
     new = _flatten(current)
+    # A key added to the schema after the checkpoint was written had its default then.
+    defaults = _flatten({"config": to_json(default_config().to_dict())})
+    old = {
+        **{k: v for k, v in defaults.items() if k in new},
+        **_flatten({"config": saved["config"], "data": saved["data"]}),
+    }
     changed = sorted(
         k
         for k in old.keys() | new.keys()
@@ -110,6 +115,15 @@ def _check_same_run(saved: dict[str, Any], current: dict[str, Any], schedule: st
         raise RunDirError(
             f"the workdir holds checkpoints of a different run ({diffs}{more}); resume with "
             f"the same config and data, or use a new --workdir"
+        )
+
+
+def _check_shift_fits(shift: int, input_shape: tuple[int, ...]) -> None:
+    if shift >= min(input_shape[:2]):
+        raise ConfigError(
+            f"config.data.random_shift={shift} would move a "
+            f"{'x'.join(map(str, input_shape[:2]))} image out of its frame; use at most "
+            f"{min(input_shape[:2]) - 1} (a few pixels is usual)"
         )
 
 
@@ -155,25 +169,28 @@ def _divergence_bounds(
     return state.replace(max_loss=bound(initial))
 
 
-def _epoch_runner(config, state: TrainState, train: data.DeviceSplit, key, bar, mesh) -> tuple:
+def _epoch_runner(config, state: TrainState, inputs: Inputs, key, bar, mesh) -> tuple:
     """``run(state, key) -> (state, metrics)`` for ``config.loop``, and its compile time (s)."""
     start = time.perf_counter()
+    train = inputs.train
     if config.loop == "scan":
-        epoch_fn = make_train_epoch(config, mesh=mesh).lower(state, train, key).compile()
+        epoch_fn = make_train_epoch(config, mesh=mesh, fill=inputs.black)
+        epoch_fn = epoch_fn.lower(state, train, key).compile()
         return (lambda state, key: epoch_fn(state, train, key)), time.perf_counter() - start
 
-    batches = jax.jit(data.gather)
+    batches = jax.jit(make_batch_fn(config, fill=inputs.black))
     num_train = train.images.shape[0]
-    x, y = batches(train, data.epoch_indices(key, num_train, config.batch_size)[0])
+    x, y = batches(train, data.epoch_indices(key, num_train, config.batch_size)[0], key)
     step = make_train_step(config, mesh=mesh).lower(state, x, y).compile()
 
     def run(state: TrainState, key: jax.Array):
         steps = []
         indices = data.epoch_indices(key, num_train, config.batch_size)
+        keys = data.step_keys(key, indices.shape[0])
         if bar is not None:
             bar.reset(total=indices.shape[0])
-        for idx in indices:
-            state, metrics = step(state, *batches(train, idx))
+        for idx, step_key in zip(indices, keys, strict=True):
+            state, metrics = step(state, *batches(train, idx, step_key))
             steps.append(metrics)
             if bar is not None:
                 bar.update()
@@ -309,6 +326,7 @@ def train_and_evaluate(
 
         model = LeNet.from_config(config.model)
         _check_model_fits(model, inputs.input_shape)
+        _check_shift_fits(config.data.random_shift, inputs.input_shape)
         steps_per_epoch = inputs.fingerprint["num_train"] // config.batch_size
         state = create_population(
             config,
@@ -381,7 +399,7 @@ def train_and_evaluate(
                 key = data.epoch_key(config.seed, epoch)
                 if run_epoch is None:
                     run_epoch, compile_seconds = _epoch_runner(
-                        config, state, inputs.train, key, step_bar, mesh
+                        config, state, inputs, key, step_bar, mesh
                     )
                     log(
                         f"first step after {time.perf_counter() - started:.2f} s "

@@ -128,6 +128,7 @@ def test_wrong_types_raise_type_errors_naming_the_key(config, fragment):
             {"batch_size": 64, "data": {"train_limit": 10}},
             "data.train_limit must be 0 (all) or >= batch_size + data.validation_size = 64",
         ),
+        ({"data": {"random_shift": -1}}, "config.data.random_shift must be >= 0 pixels"),
         ({"seed": 2**32}, "config.seed must be in [0, 4294967295]"),
         (
             {"population": {"size": 2, "seeds": (0, 2**32)}},

@@ -14,6 +14,7 @@ import pytest
 from cnnjax import data
 from cnnjax.models import LeNet
 from cnnjax.train import (
+    ConfigError,
     RunDir,
     RunDirError,
     TrainingDiverged,
@@ -23,6 +24,9 @@ from cnnjax.train import (
     restore_model,
     train_and_evaluate,
 )
+from cnnjax.train.inputs import load_inputs
+from cnnjax.train.rundir import to_json
+from cnnjax.train.trainer import _check_same_run
 from tests.train.tiny import RUN_OUTPUTS, assert_identical, read_metrics, tiny_config
 
 METRICS = (
@@ -153,6 +157,39 @@ def test_step_loop_with_per_example_grads_trains_like_the_scan(reference, tmp_pa
     assert record["grad_norm"] <= record["example_grad_norm_mean"] * (1 + 1e-5)
 
 
+def test_augmented_runs_replay_exactly_in_either_loop_and_on_resume(reference, tmp_path, capsys):
+    augmented = {"data__random_flip": True, "data__random_shift": 2}
+    whole = train_and_evaluate(tiny_config(**augmented), tmp_path / "whole")
+    assert not np.array_equal(whole["train_loss"], reference[1]["train_loss"])
+    with pytest.raises(ConfigError, match=r"random_shift=28 would move a 28x28 .* at most 27"):
+        train_and_evaluate(tiny_config(data__random_shift=28), tmp_path / "too_far")
+    train_and_evaluate(tiny_config(num_epochs=1, **augmented), tmp_path / "resumed")
+    train_and_evaluate(tiny_config(**augmented), tmp_path / "resumed")
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    assert_identical(read_metrics(tmp_path / "resumed"), read_metrics(tmp_path / "whole"))
+    stepped = train_and_evaluate(tiny_config(loop="step", **augmented), tmp_path / "step")
+    for name in ("train_loss", "train_accuracy", "test_accuracy", "param_norm"):
+        np.testing.assert_allclose(stepped[name], whole[name], rtol=1e-4)
+    with pytest.raises(RunDirError, match=r"config.data.random_shift: 2 -> 1"):
+        train_and_evaluate(
+            tiny_config(num_epochs=3, **{**augmented, "data__random_shift": 1}),
+            tmp_path / "whole",
+        )
+
+
+def test_a_checkpoint_from_before_a_new_config_key_still_resumes():
+    current = {"config": to_json(resolve_config(tiny_config()).to_dict()), "data": {"sha256": "x"}}
+    saved = {"config": dict(current["config"]), "data": current["data"]}
+    saved["config"]["data"] = {
+        k: v for k, v in saved["config"]["data"].items() if k not in ("random_flip", "random_shift")
+    }
+    _check_same_run(saved, current, "constant")  # the defaults of the missing keys match
+    changed = {**current, "config": {**current["config"], "data": {**current["config"]["data"]}}}
+    changed["config"]["data"]["random_flip"] = True
+    with pytest.raises(RunDirError, match=r"config.data.random_flip: False -> True"):
+        _check_same_run(saved, changed, "constant")
+
+
 # --------------------------------------------------------------------------------------------
 # Regressions: what used to pass silently or be lost.
 
@@ -268,3 +305,17 @@ def test_evaluation_never_pads_beyond_the_split():
     )
     hlo = make_eval_fn(config).lower(state, split).as_text()
     assert "65536" not in hlo and "100x28x28x1" in hlo
+
+
+def test_black_is_the_normalised_zero_pixel():
+    config = resolve_config(tiny_config(data__normalize="standardize"))
+    inputs = load_inputs(config.data, batch_size=32, num_classes=10)
+    zero = np.zeros((1, *inputs.input_shape), np.uint8)
+    preprocess = inputs.preprocess
+    mean, std = (np.asarray(preprocess[k], np.float32) for k in ("mean", "std"))
+    labels = np.zeros(1, np.int32)
+    expected = data.to_device(zero, labels, normalize="standardize", mean=mean, std=std)
+    expected = expected.images[0, 0, 0]
+    np.testing.assert_allclose(inputs.black, expected, rtol=1e-6)
+    plain = load_inputs(resolve_config(tiny_config()).data, batch_size=32, num_classes=10)
+    assert plain.black == (0.0,)
