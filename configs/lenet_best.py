@@ -1,19 +1,18 @@
-"""Exercise 6.6.4.2: the screening's best variant, trained in full on Fashion-MNIST.
+"""Exercise 6.6.4.2: the best LeNet variant, trained in full on Fashion-MNIST.
 
 The modern LeNet (configs/lenet_variants.py's base: ReLU, max pooling, He-uniform init, AdamW
 1e-2 with decoupled weight decay 0.05, one warmup epoch then cosine decay, standardised inputs)
-with 3x3 kernels (first conv padded by 1), the variant with the best validation accuracy when
-this run had to start (EXERCISES.md, 6.6.4.2, has the screening table and says which variants
-were screened later). 81,194 parameters. 20 epochs on the training split less 5,000 held-out
-validation images, four seeds (0-3) as one population; the test split is evaluated once, at the
-end. Target: mean test accuracy >= 0.915.
+with 3x3 kernels (first conv padded by 1; the screening's best kernel size, EXERCISES.md 6.6.4.2)
+and random left-right flips of the training images (the 3x3 variant without them fitted its
+training set to 0.98 and stopped at 0.912). 81,194 parameters. 20 epochs on the training split
+less 5,000 held-out validation images, four seeds (0-3) as one population; the test split is
+evaluated once, at the end. Target: mean test accuracy >= 0.915.
 
     python scripts/train.py --config configs/lenet_best.py --workdir runs/lenet_best \\
         --config.data.source=idx --config.data.dir=../shared/data/fashion_mnist
 
-Measured (2026-12-01, real Fashion-MNIST, the project's 2-core AMD EPYC while busy, jax 0.10.2):
-test acc 0.9122 ± 0.0028 over seeds 0-3 (min 0.909, max 0.916; validation 0.9115), train acc
-0.984; 1,593 s of training. The 0.915 target is not met. More in EXERCISES.md (6.6.4.2).
+Measured results (and the alternatives it was chosen against on validation accuracy) are in
+EXERCISES.md, 6.6.4.2.
 """
 
 import ml_collections
@@ -27,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.batch_size = 256
     config.data.normalize = "standardize"
     config.data.validation_size = 5000
+    config.data.random_flip = True
     config.model.activation = "relu"
     config.model.pooling = "max"
     config.model.kernel_init = "he_uniform"

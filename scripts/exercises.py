@@ -585,7 +585,8 @@ def section_6_6() -> None:
     print(
         f"configs/lenet_best.py: channels {tuple(m.channels)}, kernels {tuple(m.kernel_sizes)}, "
         f"dense {tuple(m.dense)}, {m.activation}, {m.pooling} pooling: "
-        f"{count_params(m):,} parameters"
+        f"{count_params(m):,} parameters; training images flipped at random: "
+        f"{cfg.data.random_flip}, shifted by up to {cfg.data.random_shift} px"
     )
 
     exercise("6.6.4.3", "the improved LeNet on MNIST")
