@@ -50,6 +50,7 @@ def _population_step(
         train_step,
         per_example_grads=config.per_example_grads,
         freeze_diverged=config.population.freeze_diverged,
+        max_loss_factor=config.max_loss_factor,
     )
     mapped = population_map(step, _strategy(config, strategy, mesh))
 
@@ -103,7 +104,7 @@ def make_train_step(config: Any, *, strategy: str | None = None, mesh: Mesh | No
     """A jitted population step for a per-step Python loop.
 
     Args:
-      config: the resolved training config (``per_example_grads``,
+      config: the resolved training config (``per_example_grads``, ``max_loss_factor``,
         ``population.freeze_diverged`` and ``population.strategy`` are read).
       strategy: overrides ``config.population.strategy`` ("vmap" | "map" | "auto").
       mesh: run sharded on this mesh (see the module docstring); None for one device.
@@ -132,8 +133,8 @@ def make_train_epoch(
 
     Args:
       config: the resolved training config (``batch_size``, ``per_example_grads``,
-        ``population.freeze_diverged``, ``population.strategy`` and the augmentation keys of
-        :func:`make_batch_fn` are read).
+        ``max_loss_factor``, ``population.freeze_diverged``, ``population.strategy`` and the
+        augmentation keys of :func:`make_batch_fn` are read).
       strategy: overrides ``config.population.strategy`` ("vmap" | "map" | "auto").
       mesh: run sharded on this mesh (see the module docstring); None for one device.
       fill: see :func:`make_batch_fn`.

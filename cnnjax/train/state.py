@@ -58,8 +58,9 @@ def create_population(
     Returns:
       A :class:`TrainState` whose ``params`` leaves are (P, ...) float32, ``opt_state`` leaves
       (P, ...) (the learning rate at ``opt_state...hyperparams["learning_rate"]`` is (P,)),
-      ``step`` (P,) int32 zeros, ``diverged`` (P,) False and ``max_loss`` (P,) inf (the caller
-      sets the divergence bound, e.g. from the loss at initialisation).
+      ``step`` (P,) int32 zeros, ``diverged`` (P,) False and ``max_loss`` (P,) inf (the
+      training step sets the divergence bound from the first step's loss; see
+      :func:`cnnjax.train.steps.train_step`).
 
     Member ``i`` equals what a population of one with seed ``seeds[i]`` and rate
     ``learning_rates[i]`` gets, bit for bit (``jax.random`` is vmap-invariant).

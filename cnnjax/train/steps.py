@@ -83,6 +83,7 @@ def train_step(
     *,
     per_example_grads: bool = False,
     freeze_diverged: bool = True,
+    max_loss_factor: float = 0.0,
 ) -> tuple[TrainState, Metrics]:
     """One minibatch gradient step of one model.
 
@@ -94,9 +95,19 @@ def train_step(
       freeze_diverged: once the member has diverged, keep its last healthy state (``jnp.where``
         on the flag) instead of writing NaNs or runaway values into it.
 
+      max_loss_factor: if > 0, the member's first step (``state.step == 0``) sets its
+        divergence bound ``max_loss`` to this multiple of that step's loss, i.e. of its loss at
+        initialisation on the first minibatch; 0 leaves ``state.max_loss`` as it is.
+
     A step is healthy when its loss and gradient norm are finite and the loss is at most
     ``state.max_loss`` (the member's divergence bound; ``inf`` disables it). A member whose step
     is not healthy is marked ``diverged`` for good.
+
+    Why a bound relative to the initial loss: a classifier at initialisation predicts near
+    chance (loss ~ ln K for K classes). A model that is learning goes below that; one whose
+    minibatch loss climbs to many times it has left any useful region (its predictions are
+    confidently wrong), and a learning rate far too large gets there in a few steps while its
+    loss stays finite. Measuring it inside the first step costs nothing at start-up.
 
     Returns:
       The new state and scalar metrics: ``loss`` (mean cross-entropy before the update),
@@ -115,6 +126,9 @@ def train_step(
             state.params, state.apply_fn, x, y
         )
     grad_norm = optax.tree.norm(grads)
+    if max_loss_factor:
+        bound = (max_loss_factor * loss).astype(jnp.float32)
+        state = state.replace(max_loss=jnp.where(state.step == 0, bound, state.max_loss))
     # NaN compares False, so a NaN loss fails the bound test as well as the finite one.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (loss <= state.max_loss)
     new_state = state.apply_gradients(grads=grads)

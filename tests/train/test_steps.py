@@ -117,6 +117,21 @@ def test_a_non_finite_step_freezes_the_state_or_poisons_it_when_not_freezing():
     assert not np.isfinite(np.asarray(poisoned.params["conv1"]["kernel"])).all()
 
 
+def test_the_first_step_sets_the_divergence_bound_from_its_own_loss():
+    _, state = _one_member(lr=0.5)
+    assert np.isinf(state.max_loss)
+    step = jax.jit(lambda s, b: train_step(s, b, max_loss_factor=10.0))
+    first, metrics = step(state, _batch())
+    np.testing.assert_allclose(first.max_loss, 10.0 * metrics["loss"], rtol=1e-6)
+    second, _ = step(first, _batch(seed=2))
+    assert second.max_loss == first.max_loss  # measured once, at initialisation
+    unbounded, _ = jax.jit(train_step)(state, _batch())
+    assert np.isinf(unbounded.max_loss)
+    # A loss above the bound is divergence, though finite.
+    runaway, metrics = step(first.replace(max_loss=jnp.float32(1e-3)), _batch(seed=3))
+    assert bool(runaway.diverged) and not bool(metrics["finite"])
+
+
 def test_eval_step_counts_only_masked_in_examples():
     model, state = _one_member()
     x, y = _batch(n=5)
