@@ -138,37 +138,6 @@ def _check_model_fits(model: LeNet, input_shape: tuple[int, ...]) -> None:
         ) from e
 
 
-def _head(split: data.DeviceSplit, n: int, sharding) -> data.DeviceSplit:
-    """The first ``n`` examples of ``split``, placed like it."""
-    n = min(n, split.images.shape[0])
-    return jax.jit(lambda s: jax.tree.map(lambda a: a[:n], s), out_shardings=sharding)(split)
-
-
-def _divergence_bounds(
-    state: TrainState,
-    inputs: Inputs,
-    factor: float,
-    evaluate,
-    sharding,
-    *,
-    batch_size: int,
-    replicated,
-) -> TrainState:
-    """Sets each member's ``max_loss`` to ``factor`` x its loss at initialisation.
-
-    A classifier at initialisation predicts near chance (loss ~ ln K for K classes). A model
-    that is learning goes below that; one whose minibatch loss climbs to many times it has left
-    any useful region (its predictions are confidently wrong), and a learning rate far too large
-    gets there in a few steps while its loss stays finite. The loss is measured on the first
-    ``eval_batch_size`` training images.
-    """
-    if not factor:
-        return state
-    initial = evaluate(state, _head(inputs.train, batch_size, replicated))["loss"]
-    bound = jax.jit(lambda loss: (factor * loss).astype(jnp.float32), out_shardings=sharding)
-    return state.replace(max_loss=bound(initial))
-
-
 def _epoch_runner(config, state: TrainState, inputs: Inputs, key, bar, mesh) -> tuple:
     """``run(state, key) -> (state, metrics)`` for ``config.loop``, and its compile time (s)."""
     start = time.perf_counter()
@@ -325,16 +294,20 @@ def train_and_evaluate(
         log = rundir.log = log or report.line
 
         model = LeNet.from_config(config.model)
-        _check_model_fits(model, inputs.input_shape)
         _check_shift_fits(config.data.random_shift, inputs.input_shape)
         steps_per_epoch = inputs.fingerprint["num_train"] // config.batch_size
-        state = create_population(
-            config,
-            model,
-            inputs.input_shape,
-            steps_per_epoch=steps_per_epoch,
-            sharding=state_sharding,
-        )
+        try:
+            state = create_population(
+                config,
+                model,
+                inputs.input_shape,
+                steps_per_epoch=steps_per_epoch,
+                sharding=state_sharding,
+            )
+        except (TypeError, ValueError):
+            # Diagnosed only on failure: tracing the model twice would cost every start-up.
+            _check_model_fits(model, inputs.input_shape)
+            raise
         evaluate = make_eval_fn(config, mesh=mesh)
         # Read on the host from a replicated copy (a sharded state may span processes).
         diverged_now = jax.jit(lambda s: s.diverged, out_shardings=replicated)
@@ -356,15 +329,6 @@ def train_and_evaluate(
             return {"epoch": epoch, "history": history, "run": identity, "shapes": shapes}
 
         if restored is None:
-            state = _divergence_bounds(
-                state,
-                inputs,
-                config.max_loss_factor,
-                evaluate,
-                state_sharding,
-                batch_size=config.eval_batch_size,
-                replicated=replicated,
-            )
             start_epoch, history = 0, []
             rundir.save(0, state, meta(0))
         else:
