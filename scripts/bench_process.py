@@ -155,6 +155,7 @@ def command(framework: str, kind: str, args: argparse.Namespace, workdir: str | 
         f"--test-limit={args.test_limit}",
         f"--eval-batch-size={args.forward_batch}",
         f"--threads={args.torch_threads}",
+        f"--memory-format={args.torch_memory_format}",
     ]
     if kind == "forward":
         return [*argv, "--epochs=0", f"--forward-repeats={args.forward_repeats}"]
@@ -394,6 +395,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="PyTorch intra-op threads (0: its default, one per core, what a user gets)",
     )
+    p.add_argument(
+        "--torch-memory-format",
+        choices=("contiguous", "channels_last"),
+        default="contiguous",
+        help="PyTorch's tensor layout: the book's NCHW (default) or channels-last, oneDNN's "
+        "faster one on CPU (see scripts/_torch_lenet.py)",
+    )
     p.add_argument("--only", choices=FRAMEWORKS, help="run one framework (no ratios)")
     p.add_argument("--keep", action="store_true", help="keep cnnjax's run directories")
     p.add_argument("--out", default="", help="write every run and the summary as JSON here")
@@ -497,7 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "torch" in results:
         threads = sorted({t["threads"] for t in results["torch"]["train"]} - {None})
-        print(f"PyTorch intra-op threads: {', '.join(map(str, threads)) or '?'}")
+        print(
+            f"PyTorch intra-op threads: {', '.join(map(str, threads)) or '?'}; memory format: "
+            f"{args.torch_memory_format}"
+        )
     for line in table(summary, full_run, args.forward_batch):
         print(line)
     print(
@@ -532,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_limit": args.train_limit,
             "test_limit": args.test_limit,
             "forward_batch": args.forward_batch,
+            "torch_memory_format": args.torch_memory_format,
             "summary": summary,
             "ratios": {m: ratio(m, summary) for m in TARGETS},
             "targets_met": {m: target_met(m, summary, full_run) for m in TARGETS},

@@ -15,7 +15,9 @@ in memory on the device; every variant trains the same number of steps per repea
   * cnnjax, the largest population sharded over every device (``--populations``' last K on the
     mesh ``cnnjax.train.parallel.make_mesh`` picks for it, as the trainer does), when more than
     one device is present;
-  * PyTorch eager (when installed: ``pip install -e '.[bench]'``), the same network and batch;
+  * PyTorch eager (when installed: ``pip install -e '.[bench]'``), the same network and batch,
+    with the book's NCHW tensors (the ratios' reference) and, on CPU, in channels-last memory
+    format too (oneDNN's faster layout; see ``scripts/_torch_lenet.py``);
   * forward-only throughput at batch 1024, both frameworks.
 
 The header names the devices and the meshes (``cnnjax.train.parallel.describe``).
@@ -249,6 +251,14 @@ def main(argv=None) -> int:
                 steps * bs,
             )
         )
+        if dev == "cpu":  # the stronger PyTorch layout on CPU; the ratios use the book's NCHW
+            variants.append(
+                Variant(
+                    "PyTorch eager, channels_last",
+                    _torch_lenet.make_train(images, labels, bs, steps, dev, "channels_last"),
+                    steps * bs,
+                )
+            )
     variants.append(cnnjax_train_variant("cnnjax epoch scan", images_u8, labels, steps, bs))
     variants.append(
         cnnjax_train_variant("cnnjax step loop", images_u8, labels, steps, bs, loop="step")
@@ -329,6 +339,16 @@ def main(argv=None) -> int:
                 fwd_steps * args.forward_batch,
             )
         )
+        if dev == "cpu":
+            variants.append(
+                Variant(
+                    f"PyTorch forward, channels_last (b={args.forward_batch})",
+                    _torch_lenet.make_forward(
+                        images, args.forward_batch, fwd_steps, dev, "channels_last"
+                    ),
+                    fwd_steps * args.forward_batch,
+                )
+            )
     variants.append(cnnjax_forward_variant(images, fwd_steps, args.forward_batch))
 
     for v in variants:  # warm-up: first runs pay allocation and thread start-up

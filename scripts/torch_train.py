@@ -9,8 +9,9 @@ pooling, Xavier-uniform weights (biases 0), minibatch SGD with learning rate 0.9
 whole split held in memory as float32 (pixels / 255) and reshuffled every epoch
 (``torch.randperm``; the last partial batch is dropped, as cnnjax does), and the test split
 evaluated after every epoch in batches of ``--eval-batch-size`` (1024) under
-``torch.inference_mode``. No checkpoints, metric files or plots are written (cnnjax's trainer
-writes all three every epoch).
+``torch.inference_mode``. Tensors are in the book's NCHW layout unless ``--memory-format
+channels_last`` (see ``scripts/_torch_lenet.py``). No checkpoints, metric files or plots are
+written (cnnjax's trainer writes all three every epoch).
 
 Lines printed (machine-readable, the same shapes as ``scripts/train.py``'s):
 
@@ -139,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-limit", type=int, default=0, help="first N test images (0: all)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     p.add_argument(
+        "--memory-format",
+        choices=_torch_lenet.MEMORY_FORMATS,
+        default="contiguous",
+        help="tensor layout: the book's NCHW, or channels-last (oneDNN's faster one on CPU)",
+    )
+    p.add_argument(
         "--forward-repeats", type=int, default=0, help="timed evaluation passes after training"
     )
     args = p.parse_args(argv)
@@ -160,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     train_x, train_y = map(torch.from_numpy, load_split(data_dir, "train", args.train_limit))
     test_x, test_y = map(torch.from_numpy, load_split(data_dir, "test", args.test_limit))
+    layout = _torch_lenet.torch_format(args.memory_format)
+    train_x, test_x = (t.contiguous(memory_format=layout) for t in (train_x, test_x))
     num_train = train_x.shape[0]
     steps = num_train // args.batch_size
     if args.epochs and steps == 0:
@@ -169,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{_torch_lenet.version()}",
         flush=True,
     )
-    net = book_lenet()
+    net = _torch_lenet.place(book_lenet(), args.memory_format)
     opt = torch.optim.SGD(net.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
 
@@ -183,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         for i in range(steps):
             idx = order[i * args.batch_size : (i + 1) * args.batch_size]
-            x, y = train_x[idx], train_y[idx]
+            x, y = train_x[idx].contiguous(memory_format=layout), train_y[idx]
             opt.zero_grad(set_to_none=True)
             logits = net(x)
             loss = F.cross_entropy(logits, y)

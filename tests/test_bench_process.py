@@ -203,10 +203,13 @@ def test_cnnjax_alone(data_dir, tmp_path):
 
 @pytest.mark.skipif(not TORCH, reason="PyTorch is not installed (the optional 'bench' extra)")
 def test_cnnjax_against_pytorch(data_dir, tmp_path):
-    stdout, record = run_bench([*TINY, f"--data-dir={data_dir}", "--torch-threads=1"], tmp_path)
+    args = [*TINY, f"--data-dir={data_dir}", "--torch-threads=1"]
+    stdout, record = run_bench([*args, "--torch-memory-format=channels_last"], tmp_path)
     check_consistent(stdout, record, ["cnnjax", "torch"])
     assert record["results"]["torch"]["train"][0]["threads"] == 1
-    assert "PyTorch intra-op threads: 1" in stdout
+    assert "PyTorch intra-op threads: 1; memory format: channels_last" in stdout
+    assert record["torch_memory_format"] == "channels_last"
+    _check_torch_layouts()
     assert record["summary"]["torch"]["first_step_source"] == ["marker"]
     kinds = [(p["framework"], p["kind"]) for p in record["processes"]]
     assert kinds == [
@@ -222,3 +225,24 @@ def test_cnnjax_against_pytorch(data_dir, tmp_path):
         c, t = (record["summary"][fw][key]["median"] for fw in ("cnnjax", "torch"))
         assert ratio == pytest.approx(t / c if key in ("whole", "first_step") else c / t)
         assert rows[label][4] == ""  # targets are judged only on the 10-epoch full run
+
+
+def _check_torch_layouts():
+    """The PyTorch yardstick's layout is explicit: a (N, 28, 28, 1) array merely transposed to
+    NCHW has channels-last strides (a size-1 channel axis fits both), which would silently pick
+    oneDNN's faster kernels."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import _torch_lenet
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    images = np.zeros((4, 28, 28, 1), np.float32)
+    book = _torch_lenet.to_nchw(images)
+    fast = _torch_lenet.to_nchw(images, "channels_last")
+    assert book.shape == fast.shape == (4, 1, 28, 28)
+    assert book.stride() == (784, 784, 28, 1)
+    assert fast.is_contiguous(memory_format=torch.channels_last) and fast.stride()[1] == 1
+    with pytest.raises(ValueError, match="memory_format must be one of"):
+        _torch_lenet.to_nchw(images, "nhwc")
