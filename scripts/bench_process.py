@@ -224,10 +224,7 @@ def forward_child(args: argparse.Namespace) -> int:
     from cnnjax import data, train
     from cnnjax.models import LeNet
 
-    spec = importlib.util.spec_from_file_location("lenet_config", REPO / "configs" / "lenet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = train.load_config_file(str(REPO / "configs" / "lenet.py"))
     config.eval_batch_size = args.forward_batch
     config = train.resolve_config(config)
     dataset = data.load(config.data.name, source="idx", data_dir=args.data_dir)

@@ -2,7 +2,8 @@
 
 * :func:`train_and_evaluate` -- the one training loop (``scripts/train.py`` calls it).
 * :func:`restore_model` -- a trained member's model, parameters and preprocessing.
-* :func:`default_config`, :func:`resolve_config` -- the config schema and its validation.
+* :func:`default_config`, :func:`resolve_config` -- the config schema and its validation;
+  :func:`load_config_file` -- a ``configs/*.py`` file's ``get_config()``.
 * :func:`create_population`, :class:`TrainState` -- the train state with a member axis.
 * :func:`train_step`, :func:`eval_step` -- the pure one-model steps.
 * :func:`population_map` -- one step over all members ("vmap" | "map" | "auto").
@@ -10,7 +11,7 @@
 * :class:`RunDir` -- the run directory's one door; the errors of :mod:`cnnjax.train.errors`.
 """
 
-from cnnjax.train.config import check_override, default_config, resolve_config
+from cnnjax.train.config import check_override, default_config, load_config_file, resolve_config
 from cnnjax.train.errors import (
     ConfigError,
     ConfigTypeError,
@@ -41,6 +42,7 @@ __all__ = [
     "create_population",
     "default_config",
     "eval_step",
+    "load_config_file",
     "make_eval_fn",
     "make_optimizer",
     "make_train_epoch",

@@ -13,16 +13,14 @@ otherwise meet with a traceback (a config file that is missing, does not parse, 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import jax
-import ml_collections
 
-from cnnjax.train.config import check_override
+from cnnjax.train.config import check_override, load_config_file
 from cnnjax.train.errors import (
     ConfigError,
     DataError,
@@ -36,38 +34,6 @@ from cnnjax.train.trainer import train_and_evaluate
 __all__ = ["check_args", "load_config_file", "run"]
 
 USAGE_ERROR, RUN_FAILED, INTERRUPTED = 2, 1, 130
-
-
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-    """``get_config()`` of the Python config file ``path``.
-
-    Raises:
-      ConfigError: the file is missing, cannot be imported, has no ``get_config``, or it does not
-        return a ``ConfigDict``.
-    """
-    if not os.path.isfile(path):
-        raise ConfigError(f"--config={path}: no such file (configs/*.py holds the shipped ones)")
-    spec = importlib.util.spec_from_file_location("_cnnjax_config", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as e:
-        raise ConfigError(f"--config={path}: syntax error on line {e.lineno}: {e.msg}") from e
-    except Exception as e:  # noqa: BLE001 -- whatever the file raises, report it in one line
-        raise ConfigError(f"--config={path}: importing it failed: {type(e).__name__}: {e}") from e
-    get_config = getattr(module, "get_config", None)
-    if not callable(get_config):
-        raise ConfigError(
-            f"--config={path}: defines no get_config(); a config file returns its ConfigDict "
-            f"from get_config()"
-        )
-    config = get_config()
-    if not isinstance(config, ml_collections.ConfigDict):
-        raise ConfigError(
-            f"--config={path}: get_config() returned {type(config).__name__}, not an "
-            f"ml_collections.ConfigDict"
-        )
-    return config
 
 
 def _config_path(argv: Sequence[str]) -> str | None:

@@ -45,7 +45,9 @@ Keys (defaults in :func:`default_config`):
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
+import os
 from collections.abc import Mapping
 from numbers import Integral, Real
 from typing import Any
@@ -66,6 +68,7 @@ __all__ = [
     "ConfigTypeError",
     "check_override",
     "default_config",
+    "load_config_file",
     "resolve_config",
 ]
 
@@ -129,6 +132,39 @@ def default_config() -> ml_collections.ConfigDict:
     c.per_example_grads = False
     c.progress = True
     return c
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """``get_config()`` of the Python config file ``path`` (the command line's ``--config``;
+    a config file may also start from a sibling's, e.g. ``configs/lenet_modern.py``).
+
+    Raises:
+      ConfigError: the file is missing, cannot be imported, has no ``get_config``, or it does not
+        return a ``ConfigDict``.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config={path}: no such file (configs/*.py holds the shipped ones)")
+    spec = importlib.util.spec_from_file_location("_cnnjax_config", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"--config={path}: syntax error on line {e.lineno}: {e.msg}") from e
+    except Exception as e:  # noqa: BLE001 -- whatever the file raises, report it in one line
+        raise ConfigError(f"--config={path}: importing it failed: {type(e).__name__}: {e}") from e
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ConfigError(
+            f"--config={path}: defines no get_config(); a config file returns its ConfigDict "
+            f"from get_config()"
+        )
+    config = get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"--config={path}: get_config() returned {type(config).__name__}, not an "
+            f"ml_collections.ConfigDict"
+        )
+    return config
 
 
 def _type_name(value: Any) -> str:

@@ -1,6 +1,5 @@
 """Config schema and validation: bad configs fail before anything is built, with clear messages."""
 
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -9,17 +8,20 @@ import ml_collections
 import pytest
 
 from cnnjax.models import LeNet
-from cnnjax.train import ConfigError, ConfigTypeError, default_config, resolve_config
+from cnnjax.train import (
+    ConfigError,
+    ConfigTypeError,
+    default_config,
+    load_config_file,
+    resolve_config,
+)
 from tests.train.tiny import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _load_config_file(name: str) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(str(ROOT / "configs" / f"{name}.py"))
 
 
 def test_defaults_resolve_to_the_book_recipe_with_derived_members():
