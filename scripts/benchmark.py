@@ -44,7 +44,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -57,6 +56,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _torch_lenet  # noqa: E402  (the script's sibling, not a package module)
+from bench_process import machine  # noqa: E402  (likewise)
 
 from cnnjax import data, ops, train  # noqa: E402
 from cnnjax.models import LeNet  # noqa: E402
@@ -80,13 +80,7 @@ class Variant:
 def device_description() -> str:
     dev = jax.devices()[0]
     if dev.platform == "cpu":
-        model = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        return f"cpu: {model}, {os.cpu_count()} cores"
+        return f"cpu: {machine()}"
     return f"{dev.platform}: {dev.device_kind}"
 
 
