@@ -375,12 +375,9 @@ def train_and_evaluate(
                 seconds = time.perf_counter() - start
                 train_seconds, trained = train_seconds + seconds, trained + 1
 
+                evaluated = _evaluate_named(evaluate, state, eval_data, eval_split)
                 record = _epoch_record(
-                    epoch,
-                    seconds,
-                    metrics,
-                    _evaluate_named(evaluate, state, eval_data, eval_split),
-                    np.asarray(diverged_now(state)),
+                    epoch, seconds, metrics, evaluated, np.asarray(diverged_now(state))
                 )
                 history.append(to_json(record))
                 report.epoch_line(record, config.num_epochs)
@@ -396,7 +393,11 @@ def train_and_evaluate(
         if not history:
             return {"epochs": 0}
         report.write_history(history, figure=True)
-        final_eval = _evaluate_named(evaluate, state, inputs.test, "test")
+        # Without a validation split the last epoch already evaluated this state on the test set.
+        if trained and eval_split == "test":
+            final_eval = evaluated
+        else:
+            final_eval = _evaluate_named(evaluate, state, inputs.test, "test")
         examples = trained * steps_per_epoch * config.batch_size * pop.size
         timing = {
             "trained_epochs": trained,
