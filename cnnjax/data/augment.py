@@ -72,6 +72,7 @@ def random_shift(
       ``(B, H, W, C)``, same dtype.
 
     Raises:
+      TypeError: ``max_shift`` is not a static int.
       ValueError: ``images`` is not 4-D, ``max_shift`` is out of range, or ``fill`` has the
         wrong number of values.
     """
