@@ -114,26 +114,34 @@ def _auto_conv2d(x, w, strides, pads, dilations, forward_toeplitz):
 
 def _auto_conv2d_jvp(strides, pads, dilations, forward_toeplitz, primals, tangents):
     # Differentiated (grad, jvp): the Toeplitz GEMM for the output and both tangent terms, so
-    # reverse mode transposes it into GEMMs; each term is guarded by the same finiteness test.
+    # reverse mode transposes it into GEMMs. One cond holds all three: linearising it hands the
+    # band matrix built for the output to the weight gradient as a residual, where a cond per
+    # term would build it again in each branch (cond branches are not CSE'd with each other).
     del forward_toeplitz
     x, w = primals
     dx, dw = tangents
-    pred = _all_finite(x, w)
+    # Symbolic zeros (e.g. x is the data batch: no input gradient) are dropped from the terms.
+    dx = None if isinstance(dx, SymbolicZero) else dx
+    dw = None if isinstance(dw, SymbolicZero) else dw
     kw = dict(stride=strides, padding=pads, dilation=dilations)
     toep = functools.partial(toeplitz.toeplitz_conv2d, **kw)
     lax_ = functools.partial(_lax_conv, strides=strides, pads=pads, dilations=dilations)
 
-    def guarded(a, b):
-        return lax.cond(pred, toep, lax_, a, b)
+    def y_and_tangent(conv, x, w, dx, dw):
+        y = conv(x, w)
+        terms = ([] if dx is None else [conv(dx, w)]) + ([] if dw is None else [conv(x, dw)])
+        ty = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
+        return y, ty
 
-    y = guarded(x, w)
-    terms = []
-    if not isinstance(dx, SymbolicZero):  # e.g. x is the data batch: no input gradient
-        terms.append(guarded(dx, w))
-    if not isinstance(dw, SymbolicZero):
-        terms.append(guarded(x, dw))
-    ty = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
-    return y, ty
+    return lax.cond(
+        _all_finite(x, w),
+        functools.partial(y_and_tangent, toep),
+        functools.partial(y_and_tangent, lax_),
+        x,
+        w,
+        dx,
+        dw,
+    )
 
 
 _auto_conv2d.defjvp(_auto_conv2d_jvp, symbolic_zeros=True)
