@@ -141,10 +141,14 @@ def toeplitz_conv2d(
     right += max(0, wu - (left + w_in + right))
     xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))[:, :hu, :wu, :]
 
-    tiles = _width_tiles(xp, n_tiles, step, wt)  # (N, Hu, n_tiles, Wt, C)
-    # (N, Ho, n_tiles, kh, Wt, C): band i of tile t is the tile's rows i*dh, i*dh + sh, ...
+    bands = [xp[:, i * dh : i * dh + (ho - 1) * sh + 1 : sh] for i in range(kh)]
+    # (N, Ho, n_tiles, kh, Wt, C): tile t of band i is columns [t*step, t*step + Wt).
     patches = jnp.stack(
-        [tiles[:, i * dh : i * dh + (ho - 1) * sh + 1 : sh] for i in range(kh)], axis=3
+        [
+            jnp.stack([b[:, :, t * step : t * step + wt] for b in bands], axis=2)
+            for t in range(n_tiles)
+        ],
+        axis=2,
     )
     lhs = patches.reshape(n * ho * n_tiles, kh * wt * c)
 
@@ -156,29 +160,6 @@ def toeplitz_conv2d(
 
     y = jnp.matmul(lhs, rhs).reshape(n, ho, n_tiles * tile, o)
     return y[:, :, :wo] if n_tiles * tile != wo else y
-
-
-def _width_tiles(xp: jax.Array, n_tiles: int, step: int, wt: int) -> jax.Array:
-    """(N, H, Wu, C) -> (N, H, n_tiles, Wt, C): tile t is columns [t*step, t*step + Wt).
-
-    When neighbouring tiles overlap by at most a tile's step (always so for :func:`auto_tile`'s
-    tiles), the tiles are two reshapes of the input into blocks of ``step`` columns: tile t is
-    block t followed by the head of block t + 1. Their transpose in the backward pass (the
-    input gradient) is then a pad and an add over whole blocks, which XLA:CPU runs several times
-    faster than the per-column pads that one slice per tile transposes into.
-    """
-    n, h, wu, c = xp.shape
-    if n_tiles == 1:
-        return xp[:, :, None, :wt]
-    if wt - step > step:  # wide overlaps (a small explicit tile): one slice per tile
-        return jnp.stack([xp[:, :, t * step : t * step + wt] for t in range(n_tiles)], axis=2)
-    blocks = n_tiles + 1
-    xq = jnp.pad(xp, ((0, 0), (0, 0), (0, max(0, blocks * step - wu)), (0, 0)))
-    xq = xq[:, :, : blocks * step].reshape(n, h, blocks, step, c)
-    head = xq[:, :, :n_tiles]
-    if wt <= step:  # a stride wider than the kernel: tiles do not overlap
-        return head[:, :, :, :wt]
-    return jnp.concatenate([head, xq[:, :, 1:, : wt - step]], axis=3)
 
 
 def auto_tile(wo: int, kw: int, o: int, *, stride: int, dilation: int, backend: str) -> int:
