@@ -1,4 +1,4 @@
-# Every target creates/refreshes the local virtualenv from pyproject.toml first.
+# Every target creates/refreshes the local virtualenv from pyproject.toml (held to constraints.txt) first.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -13,10 +13,10 @@ STAMP  := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
 
 .PHONY: venv train test bench bench-process bench-ops chapter clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test$(if $(EXTRAS),$(comma)$(EXTRAS))]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test$(if $(EXTRAS),$(comma)$(EXTRAS))]'
 	touch $@
 
 venv: $(STAMP)
@@ -33,7 +33,7 @@ bench-ops: venv
 	$(PY) scripts/bench_ops.py
 
 $(VENV)/.installed-bench: $(STAMP)
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 	touch $@
 
 bench: $(VENV)/.installed-bench
