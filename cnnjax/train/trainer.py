@@ -138,6 +138,31 @@ def _check_model_fits(model: LeNet, input_shape: tuple[int, ...]) -> None:
         ) from e
 
 
+def _initial_state(config, input_shape, steps_per_epoch: int, sharding) -> TrainState:
+    """The population's initial state; a model that does not fit the data is a ConfigError."""
+    model = LeNet.from_config(config.model)
+    try:
+        return create_population(
+            config, model, input_shape, steps_per_epoch=steps_per_epoch, sharding=sharding
+        )
+    except (TypeError, ValueError):
+        # Diagnosed only on failure: tracing the model twice would cost every start-up.
+        _check_model_fits(model, input_shape)
+        raise
+
+
+def _start_line(inputs: Inputs, members: int, strategy: str, devices, start_epoch: int) -> str:
+    """The run's first console line: the data, the population, the devices, a resume."""
+    fp = inputs.fingerprint
+    return (
+        f"{inputs.name} ({inputs.source}): {fp['num_train']} train"
+        + (f" / {fp['num_validation']} validation" if fp["num_validation"] else "")
+        + f" / {fp['num_test']} test images; {members} member(s), strategy {strategy}, on "
+        + _device_name(devices)
+        + (f"; resuming after epoch {start_epoch}" if start_epoch else "")
+    )
+
+
 def _epoch_runner(config, state: TrainState, inputs: Inputs, key, bar, mesh) -> tuple:
     """``run(state, key) -> (state, metrics)`` for ``config.loop``, and its compile time (s)."""
     start = time.perf_counter()
@@ -293,21 +318,9 @@ def train_and_evaluate(
         )
         log = rundir.log = log or report.line
 
-        model = LeNet.from_config(config.model)
         _check_shift_fits(config.data.random_shift, inputs.input_shape)
         steps_per_epoch = inputs.fingerprint["num_train"] // config.batch_size
-        try:
-            state = create_population(
-                config,
-                model,
-                inputs.input_shape,
-                steps_per_epoch=steps_per_epoch,
-                sharding=state_sharding,
-            )
-        except (TypeError, ValueError):
-            # Diagnosed only on failure: tracing the model twice would cost every start-up.
-            _check_model_fits(model, inputs.input_shape)
-            raise
+        state = _initial_state(config, inputs.input_shape, steps_per_epoch, state_sharding)
         evaluate = make_eval_fn(config, mesh=mesh)
         # Read on the host from a replicated copy (a sharded state may span processes).
         diverged_now = jax.jit(lambda s: s.diverged, out_shardings=replicated)
@@ -344,14 +357,7 @@ def train_and_evaluate(
         rundir.write_json("run.json", run_info)
         # Rebuilds metric files lost since the last checkpoint.
         report.write_history(history, figure=False)
-        fp = inputs.fingerprint
-        log(
-            f"{inputs.name} ({inputs.source}): {fp['num_train']} train"
-            + (f" / {fp['num_validation']} validation" if fp["num_validation"] else "")
-            + f" / {fp['num_test']} test images; {pop.size} member(s), strategy "
-            f"{run_info['strategy']}, on {_device_name(devices)}"
-            + (f"; resuming after epoch {start_epoch}" if start_epoch else "")
-        )
+        log(_start_line(inputs, pop.size, run_info["strategy"], devices, start_epoch))
 
         eval_data = inputs.validation if inputs.validation is not None else inputs.test
         run_epoch, compile_seconds, train_seconds, trained = None, 0.0, 0.0, 0
