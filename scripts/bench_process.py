@@ -55,6 +55,10 @@ import tempfile
 import time
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _torch_lenet  # noqa: E402  (the script's sibling; imports torch only when used)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("cnnjax", "torch")
 LABELS = {"cnnjax": "cnnjax", "torch": "PyTorch eager"}
@@ -394,7 +398,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--torch-memory-format",
-        choices=("contiguous", "channels_last"),
+        choices=_torch_lenet.MEMORY_FORMATS,
         default="contiguous",
         help="PyTorch's tensor layout: the book's NCHW (default) or channels-last, oneDNN's "
         "faster one on CPU (see scripts/_torch_lenet.py)",

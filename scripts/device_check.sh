@@ -8,7 +8,7 @@
 # DATA_DIR holds Fashion-MNIST's four IDX files. Everything printed also goes to OUT_DIR/log
 # (default: $OUT, else runs/device_check), with the benchmark's JSON and each run's summary.json.
 # Uses the machine's own jax/flax/optax (as on a GPU image that has them) plus the wheels under
-# .gpu/whl (see README.md, "GPU check"). QUICK=1 shrinks every run, to try the script on a CPU.
+# .gpu/whl (see BENCHMARKS.md, "GPU check"). QUICK=1 shrinks every run, to try the script on a CPU.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 TIMEFORMAT="whole process %R s"

@@ -94,7 +94,6 @@ def train_step(
         (``vmap(grad)``) and report their norms. Same update up to float rounding.
       freeze_diverged: once the member has diverged, keep its last healthy state (``jnp.where``
         on the flag) instead of writing NaNs or runaway values into it.
-
       max_loss_factor: if > 0, the member's first step (``state.step == 0``) sets its
         divergence bound ``max_loss`` to this multiple of that step's loss, i.e. of its loss at
         initialisation on the first minibatch; 0 leaves ``state.max_loss`` as it is.
