@@ -14,10 +14,10 @@ files), so each member gets its own run and the HParams view gets one session pe
 * :func:`profile` -- a ``jax.profiler`` trace of a few steps, where TensorBoard's profile plugin
   looks for it, with a Perfetto copy beside it.
 
-Event files are written with tensorboardX's record writer and protocol buffers (no TensorFlow)
-and synchronously: :meth:`TensorBoardWriter.flush` returns once every event is in the file.
-(``tensorboardX.SummaryWriter`` queues events to a thread, and its ``flush`` does not wait for the
-queue, so a reader started right after it can miss the latest events.)
+Event files are built from tensorboardX's protocol buffers and summaries (no TensorFlow) and
+written synchronously: once :meth:`TensorBoardWriter.write_epoch` returns, TensorBoard can read
+the epoch. (``tensorboardX.SummaryWriter`` queues events to a thread, and its ``flush`` does not
+wait for the queue, so a reader started right after it can miss the latest events.)
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from tensorboardX import RecordWriter
 from tensorboardX.proto import event_pb2, summary_pb2
+from tensorboardX.record_writer import masked_crc32c
 from tensorboardX.summary import hparams as hparams_summaries
 
 __all__ = ["FIGURES_RUN", "TensorBoardWriter", "member_run", "profile", "tag"]
@@ -68,9 +68,12 @@ def tag(name: str) -> str:
 
     Raises:
       ValueError: if ``name`` is empty.
+      TypeError: if ``name`` is not a str.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"tag: name must be a non-empty metric name, got {name!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"tag: name must be a str (a metric name), got {type(name).__name__}")
+    if not name:
+        raise ValueError("tag: name must be a non-empty metric name, got ''")
     if name == "diverged":
         return name
     split, _, metric = name.partition("_")
@@ -104,7 +107,12 @@ def _event_file_name() -> str:
 
 
 class _EventFile:
-    """One event file, written synchronously (``flush`` makes every event durable)."""
+    """One event file: TFRecord framing around serialized ``Event`` protos, written in order.
+
+    ``flush`` hands the events to the OS (every reader sees them); ``close`` also syncs the file
+    to disk. (tensorboardX's ``RecordWriter.flush`` syncs to disk every time, a few ms per file:
+    with a run per member that would cost every epoch ``P`` disk syncs.)
+    """
 
     def __init__(self, directory: pathlib.Path):
         directory.mkdir(parents=True, exist_ok=True)
@@ -112,24 +120,30 @@ class _EventFile:
         while path.exists():  # Same nanosecond (a coarse clock): pick the next name.
             path = directory / _event_file_name()
         self.path = path
-        self._records = RecordWriter(str(path))
+        self._file = open(path, "xb")
         self.write(event_pb2.Event(file_version="brain.Event:2"))
 
     def write(self, event: event_pb2.Event, step: int | None = None) -> None:
         event.wall_time = time.time()
         if step is not None:
             event.step = step
-        self._records.write(event.SerializeToString())
+        data = event.SerializeToString()
+        # A record: the data's length (uint64), the length's masked CRC-32C, the data, the
+        # data's masked CRC-32C; little-endian.
+        length = struct.pack("<Q", len(data))
+        self._file.write(length + struct.pack("<I", masked_crc32c(length)))
+        self._file.write(data + struct.pack("<I", masked_crc32c(data)))
 
     def summary(self, values: Sequence[summary_pb2.Summary.Value], step: int) -> None:
         self.write(event_pb2.Event(summary=summary_pb2.Summary(value=list(values))), step)
 
     def flush(self) -> None:
-        self._records.flush()
+        self._file.flush()
 
     def close(self) -> None:
-        self._records.flush()
-        self._records.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
 
 
 def _has_event_files(directory: pathlib.Path) -> bool:
@@ -192,9 +206,10 @@ class TensorBoardWriter:
     ``step = epoch``, under the tags of :func:`tag`, plus extra values by their own names.
 
     Missing and non-finite values are written, not skipped: ``None`` (how a JSON record holds
-    a non-finite number) as NaN, ``nan``/``inf`` as they are. A diverged member's loss curve then
-    ends in TensorBoard's non-finite markers where it diverged, and the HParams view shows NaN
-    for it rather than the last finite value, which would make it look healthy.
+    a non-finite number) as NaN, ``nan``/``inf`` as they are. TensorBoard then has the epoch at
+    which a member's values stopped being finite, and its HParams view, which shows each
+    member's latest value, shows NaN for a diverged member rather than its last finite value,
+    which would make it look healthy.
 
     HParams: at construction every member's run gets the experiment (the hyper-parameter names
     and ``metrics``, the tags the HParams view shows for each member) and the session start (the
@@ -234,10 +249,17 @@ class TensorBoardWriter:
         epoch for a resumed one.
       enabled: write files; ``False`` on processes other than the primary one.
 
+    Attributes:
+      logdir, members, metrics, start_epoch, enabled: as given (``metrics`` a tuple).
+      hparams: per member, its hyper-parameters (a name -> value dict, shared values included).
+      member_dirs: the members' run directories, ``logdir / member_run(i, members)``.
+      figures_dir: the run directory of :meth:`write_figure`, ``logdir / FIGURES_RUN``.
+
     Raises:
       ValueError: if ``members`` < 1, an hparam has the wrong number of values, ``metrics`` is
         empty or repeats a tag, or ``start_epoch`` < 0.
       TypeError: if an hparam value is not a str, bool, int or float, or mixes those kinds.
+      OSError: if a member's directory or event file cannot be created.
     """
 
     def __init__(
@@ -278,9 +300,13 @@ class TensorBoardWriter:
         self._figures: _EventFile | None = None
         self._closed = False
         if self.enabled:
-            self._members = [
-                self._open(d, h) for d, h in zip(self.member_dirs, self.hparams, strict=True)
-            ]
+            try:
+                for directory, member_hparams in zip(self.member_dirs, self.hparams, strict=True):
+                    self._members.append(self._open(directory, member_hparams))
+            except BaseException:  # e.g. a full disk: close what was opened, then report it.
+                for events in self._members:
+                    events.close()
+                raise
 
     def _member_hparams(
         self, hparams: Mapping[str, HParam | Sequence[HParam]]
@@ -420,7 +446,11 @@ class TensorBoardWriter:
         self._figures.flush()
 
     def flush(self) -> None:
-        """Makes every event written so far durable (on disk, visible to TensorBoard)."""
+        """Hands every event written so far to the OS, where TensorBoard can read it.
+
+        :meth:`write_epoch` and :meth:`write_figure` flush already; :meth:`close` also syncs the
+        files to disk.
+        """
         for events in (*self._members, *([self._figures] if self._figures else [])):
             events.flush()
 
@@ -483,8 +513,8 @@ def profile(
     The trace lands where TensorBoard's profile plugin looks: ``<logdir>/plugins/profile/
     <timestamp>/`` holds ``<host>.xplane.pb`` and ``<host>.trace.json.gz``, and beside them
     ``perfetto_trace.json.gz`` for https://ui.perfetto.dev. Viewing the trace in TensorBoard
-    needs the profile plugin (``pip install xprof``, formerly ``tensorboard-plugin-profile``);
-    taking it needs only jax (no TensorFlow).
+    needs the profile plugin (``pip install xprof``, also published as
+    ``tensorboard-plugin-profile``); taking it needs only jax (no TensorFlow).
 
     Args:
       logdir: the TensorBoard log directory (created if missing).

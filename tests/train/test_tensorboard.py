@@ -31,7 +31,7 @@ from tensorboard.plugins.hparams import (
 from cnnjax.train.tensorboard import FIGURES_RUN, TensorBoardWriter, member_run, profile, tag
 
 HPARAMS = {
-    "seed": [0, 1, 2],
+    "seed": np.arange(3),  # numpy values are converted
     "learning_rate": [0.1, 0.3, 0.9],
     "augment": [True, False, True],
     "optimizer": "sgd",  # One value for every member.
@@ -67,7 +67,10 @@ def _write_run(logdir, **kwargs):
     with TensorBoardWriter(logdir, 3, HPARAMS, metrics=METRICS, **kwargs) as tb:
         for epoch, metrics in enumerate(RECORDS, start=1):
             tb.write_epoch(
-                epoch, metrics, learning_rate=HPARAMS["learning_rate"], examples_per_second=1e3
+                epoch,
+                metrics,
+                learning_rate=jnp.asarray(HPARAMS["learning_rate"]),
+                examples_per_second=1e3,
             )
     return tb
 
@@ -118,9 +121,11 @@ def test_tag_names_split_and_metric(name, expected):
     assert tag(name) == expected
 
 
-def test_tag_rejects_an_empty_name():
+def test_tag_rejects_an_empty_name_or_a_non_string():
     with pytest.raises(ValueError, match="non-empty"):
         tag("")
+    with pytest.raises(TypeError, match="must be a str"):
+        tag(3)
 
 
 @pytest.mark.parametrize(
