@@ -9,7 +9,6 @@ so a resumed run can refuse other data with the same file names.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from typing import Any
 
@@ -18,12 +17,9 @@ import numpy as np
 
 from cnnjax import data
 from cnnjax.train.errors import ConfigError, DataError
+from cnnjax.train.runfiles import digest
 
-__all__ = ["FALLBACK_EPOCHS", "Inputs", "fallback_epochs", "load_inputs"]
-
-# When source "auto" falls back to the small bundled set: train as many SGD steps as the data set
-# asked for would have taken ("match_steps"), or exactly config.num_epochs ("as_configured").
-FALLBACK_EPOCHS = ("match_steps", "as_configured")
+__all__ = ["Inputs", "fallback_epochs", "load_inputs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,14 +81,6 @@ def _hold_out(images: np.ndarray, labels: np.ndarray, size: int):
     order = _fixed_permutation(labels.shape[0], 1)
     val, train = np.sort(order[:size]), np.sort(order[size:])
     return (images[train], labels[train]), (images[val], labels[val])
-
-
-def _digest(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 def _load(name: str, source: str, data_dir: str) -> data.Dataset:
@@ -167,7 +155,7 @@ def load_inputs(
         "num_train": int(train_y.shape[0]),
         "num_validation": int(val[1].shape[0]) if val is not None else 0,
         "num_test": int(test_y.shape[0]),
-        "sha256": _digest(*arrays),
+        "sha256": digest(*arrays),
     }
     return Inputs(
         name=dataset.name,

@@ -3,20 +3,26 @@
 A run's ``workdir`` holds:
 
 * ``checkpoints/<epoch>``: Orbax checkpoints (epoch 0 is the initial state). Each carries the
-  population's :class:`~cnnjax.train.state.TrainState` and a JSON record: the epoch, the metrics
-  history, the run's identity (the resolved config and the fingerprint of the data trained on)
-  and a SHA-256 of every saved array. The checkpoint is the record of the run; every other file
-  can be rebuilt from it.
+  population's :class:`~cnnjax.train.state.TrainState`, its record
+  (:class:`~cnnjax.train.runfiles.CheckpointMeta`: the epoch, the metrics history, the run's
+  identity, with a checksum of its own) and a SHA-256 of every saved array. The checkpoint is
+  the record of the run; every other file can be rebuilt from it.
 * ``config.json``: the resolved config (every key, per-member seeds and learning rates);
-* ``run.json``: what the config does not fix (data fingerprint, input shape, steps per epoch,
-  preprocessing, devices);
-* ``metrics.jsonl`` / ``metrics.csv``: one record per (epoch, member);
+* ``run.json``: what the config does not fix (:class:`~cnnjax.train.runfiles.RunInfo`);
+* ``metrics.jsonl`` / ``metrics.csv``: one row per (epoch, member), appended every epoch;
 * ``learning_curves.png``: the book's figure, one curve per member;
-* ``summary.json``: final per-member metrics, throughput and timings;
-* ``.lock``: held (``flock``) by the trainer using the directory.
+* ``summary.json``: final per-member metrics, throughput and timings
+  (:data:`~cnnjax.train.runfiles.Summary`);
+* ``tensorboard/``: TensorBoard event files, one run per member
+  (:mod:`cnnjax.train.tensorboard`), and ``jax.profiler`` traces;
+* ``.lock``: the pid of the trainer holding the directory (the lock itself is a ``flock`` on
+  the directory).
 
-Writes are atomic (temporary file + rename; Orbax renames a finished checkpoint into place), so
-a killed run leaves whole files and its previous checkpoint. Files get the user's umask.
+Each file has one schema in :mod:`cnnjax.train.runfiles` and one writer and one reader here:
+scripts and tests read a run through :class:`RunDir` (``RunDir(path, read_only=True)``), never
+its JSON. Writes are atomic (temporary file + rename; Orbax renames a finished checkpoint into
+place), except the per-epoch metrics appends, which a resumed run rebuilds from its checkpoint;
+so a killed run leaves whole files and its previous checkpoint. Files get the user's umask.
 """
 
 from __future__ import annotations
@@ -24,16 +30,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -41,25 +45,32 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from cnnjax.train.errors import RunDirError, WriteError
+from cnnjax.train.runfiles import (
+    CheckpointMeta,
+    Identity,
+    RunFileError,
+    RunInfo,
+    Summary,
+    digest,
+    summary_from_json,
+    to_json,
+)
 
-__all__ = ["Checkpoint", "RunDir", "to_json"]
+__all__ = ["Checkpoint", "RunDir"]
+
+# The files a run writes besides checkpoints/ (a directory holding one of them, but no
+# checkpoints, is not a run's and is not written into).
+RUN_FILES = (
+    "config.json",
+    "run.json",
+    "metrics.jsonl",
+    "metrics.csv",
+    "learning_curves.png",
+    "summary.json",
+)
 
 # The epoch in progress and the last good one, plus one more to fall back on.
 _MAX_TO_KEEP = 3
-
-
-def to_json(value: Any) -> Any:
-    """``value`` as plain JSON data: numpy/JAX arrays and scalars become lists and numbers,
-    tuples lists, and non-finite floats ``None`` (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, (np.ndarray, jax.Array, np.generic)):
-        return to_json(np.asarray(value).tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _umask() -> int:
@@ -79,20 +90,18 @@ def _checksums(state: Any) -> dict[str, str]:
     """SHA-256 of every array of ``state`` (with its dtype and shape), keyed by its tree path.
 
     Independent of how the arrays are sharded, so a run resumed on another mesh verifies."""
-    out = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        a = _host(leaf)
-        h = hashlib.sha256(f"{a.dtype}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-        out[jax.tree_util.keystr(path)] = h.hexdigest()
-    return out
+    return {
+        jax.tree_util.keystr(path): digest(_host(leaf))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+    }
 
 
-class Checkpoint:
-    """A restored checkpoint: ``epoch``, ``state`` and ``meta`` (the JSON record)."""
+class Checkpoint(NamedTuple):
+    """A restored checkpoint: its ``epoch``, ``state`` and ``meta`` (:class:`CheckpointMeta`)."""
 
-    def __init__(self, epoch: int, state: Any, meta: dict[str, Any]):
-        self.epoch, self.state, self.meta = epoch, state, meta
+    epoch: int
+    state: Any
+    meta: CheckpointMeta
 
 
 class RunDir:
@@ -132,40 +141,83 @@ class RunDir:
         self._lock_fd: int | None = None
         self._manager: ocp.CheckpointManager | None = None
         self.primary = jax.process_index() == 0
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
-            raise RunDirError(f"workdir {self.path} is a file, not a directory; choose another")
+        self._check_path()
         if read_only:
             if not os.path.isdir(self.checkpoint_dir):
                 raise RunDirError(f"{self.path} holds no run (no checkpoints/ directory)")
             return
         try:
             os.makedirs(self.path, exist_ok=True)
-            if self.primary:
-                lock = os.path.join(self.path, ".lock")
-                self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             raise RunDirError(f"cannot use workdir {self.path}: {e.strerror}") from e
         if self.primary:
+            self._check_not_foreign()
             self._acquire_lock()
 
     # -- lifetime ------------------------------------------------------------------------------
 
+    def _check_path(self) -> None:
+        """One clear line for whatever stands where the run's directories should be."""
+        if os.path.islink(self.path) and not os.path.exists(self.path):
+            raise RunDirError(
+                f"workdir {self.path} is a symbolic link to {os.readlink(self.path)!r}, which "
+                f"does not exist; create its target or choose another --workdir"
+            )
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise RunDirError(f"workdir {self.path} is a file, not a directory; choose another")
+        for sub in ("checkpoints", "damaged", "tensorboard"):
+            where = os.path.join(self.path, sub)
+            if os.path.lexists(where) and not os.path.isdir(where):
+                raise RunDirError(
+                    f"{where} is a file, but the run keeps a directory there; move it away or "
+                    f"choose another --workdir"
+                )
+        lock = self.file(".lock")
+        if os.path.lexists(lock) and (os.path.islink(lock) or not os.path.isfile(lock)):
+            kind = "a symbolic link" if os.path.islink(lock) else "not a regular file"
+            raise RunDirError(
+                f"{lock} is {kind}; the run writes its trainer's pid there, so remove it "
+                f"(nothing of the run is lost) or choose another --workdir"
+            )
+
+    def _check_not_foreign(self) -> None:
+        """Refuses a directory that holds a run's file names but no run (never overwrite them)."""
+        if os.path.isdir(self.checkpoint_dir):
+            return
+        found = [name for name in RUN_FILES if os.path.lexists(self.file(name))]
+        if found:
+            raise RunDirError(
+                f"workdir {self.path} is not a cnnjax run (no checkpoints/) but holds "
+                f"{', '.join(found)}, which a run would overwrite; choose an empty or new --workdir"
+            )
+
     def _acquire_lock(self) -> None:
-        # flock is released by the kernel when its holder dies, so a stale lock of a killed
-        # trainer is taken over without any clean-up.
+        # The lock is a flock on the directory itself: the kernel releases it when its holder
+        # dies (a killed trainer's lock is taken over without clean-up), and, unlike a lock
+        # file, it cannot be deleted or replaced under a running trainer. ``.lock`` only names
+        # the holder, and is written by rename (a symbolic link there is never followed).
+        try:
+            self._lock_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise RunDirError(f"cannot use workdir {self.path}: {e.strerror}") from e
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            with contextlib.suppress(OSError):
-                holder = os.pread(self._lock_fd, 64, 0).decode().strip()
             os.close(self._lock_fd)
             self._lock_fd = None
             raise RunDirError(
-                f"workdir {self.path} is in use by another trainer (pid {holder or '?'}); "
+                f"workdir {self.path} is in use by another trainer (pid {self._holder()}); "
                 f"wait for it to finish or use another --workdir"
             ) from None
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        self._write(".lock", lambda f: f.write(f"{os.getpid()}\n"))
+
+    def _holder(self) -> str:
+        try:
+            fd = os.open(self.file(".lock"), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return "?"
+        with os.fdopen(fd) as f:
+            return f.read(64).strip() or "?"
 
     def close(self) -> None:
         self.close_manager()
@@ -208,26 +260,88 @@ class RunDir:
                 e.errno, f"could not write {path}: {e.strerror}{self._last_good()}"
             ) from e
 
-    def write_json(self, name: str, value: Any) -> None:
-        """Writes ``value`` (see :func:`to_json`) as indented JSON to the run's file ``name``."""
+    def _write_json(self, name: str, value: Any) -> None:
         self._write(name, lambda f: f.write(json.dumps(to_json(value), indent=2) + "\n"))
 
-    def read_json(self, name: str) -> Any:
-        with open(self.file(name)) as f:
-            return json.load(f)
+    def _read_json(self, name: str) -> Any:
+        path = self.file(name)
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise RunFileError(f"{path} does not exist; the run has not written it (yet)") from None
+        except (OSError, ValueError) as e:
+            raise RunFileError(f"{path} cannot be read: {_first_line(e)}") from e
 
-    def write_metrics(self, records: Sequence[dict[str, Any]]) -> None:
-        """Writes ``metrics.jsonl`` and ``metrics.csv``: one record per (epoch, member)."""
-        records = [to_json(r) for r in records]
-        self._write("metrics.jsonl", lambda f: f.writelines(json.dumps(r) + "\n" for r in records))
+    def write_config(self, config: Any) -> None:
+        """``config.json``: the resolved config (a ``ConfigDict`` or mapping)."""
+        self._write_json("config.json", config.to_dict() if hasattr(config, "to_dict") else config)
 
-        def write_csv(f: io.TextIOBase) -> None:
-            if records:
-                writer = csv.DictWriter(f, fieldnames=list(records[0]))
-                writer.writeheader()
-                writer.writerows(records)
+    def read_config(self) -> Any:
+        """``config.json`` as a resolved, locked ``ConfigDict``.
 
-        self._write("metrics.csv", write_csv)
+        Raises:
+          RunFileError: the file is missing or unreadable; ConfigError: it is not a valid config.
+        """
+        from cnnjax.train.config import resolve_config  # the schema sits above the run files
+
+        return resolve_config(self._read_json("config.json"))
+
+    def write_info(self, info: RunInfo) -> None:
+        """``run.json`` (see :class:`~cnnjax.train.runfiles.RunInfo`)."""
+        self._write_json("run.json", info.to_json())
+
+    def read_info(self) -> RunInfo:
+        return RunInfo.from_json(self._read_json("run.json"), self.file("run.json"))
+
+    def write_summary(self, summary: Summary) -> None:
+        """``summary.json`` (see :data:`~cnnjax.train.runfiles.Summary`)."""
+        self._write_json("summary.json", summary)
+
+    def read_summary(self) -> Summary:
+        """``summary.json``, per-member values as (P,) arrays (NaN where non-finite)."""
+        return summary_from_json(self._read_json("summary.json"), self.file("summary.json"))
+
+    def write_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Rewrites ``metrics.jsonl`` and ``metrics.csv`` from ``rows`` (one per epoch and
+        member, :func:`~cnnjax.train.runfiles.metric_rows`): how a resumed run rebuilds them
+        from its checkpoint's history."""
+        rows = [to_json(r) for r in rows]
+        self._write("metrics.jsonl", lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
+        self._write("metrics.csv", lambda f: _write_csv(f, rows, header=True))
+
+    def append_metrics(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Appends one epoch's ``rows`` to ``metrics.jsonl`` and ``metrics.csv``.
+
+        Appending is not atomic; a run killed mid-append is rebuilt whole from its checkpoint
+        when it resumes (:meth:`write_metrics`).
+        """
+        if not self.primary:
+            return
+        rows = [to_json(r) for r in rows]
+        for name, write in (
+            ("metrics.jsonl", lambda f: f.writelines(json.dumps(r) + "\n" for r in rows)),
+            ("metrics.csv", lambda f: _write_csv(f, rows, header=f.tell() == 0)),
+        ):
+            path = self.file(name)
+            try:
+                with open(path, "a", newline="") as f:
+                    write(f)
+            except OSError as e:
+                raise WriteError(
+                    e.errno, f"could not write {path}: {e.strerror}{self._last_good()}"
+                ) from e
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """``metrics.jsonl``: one dict per (epoch, member), in the order written."""
+        path = self.file("metrics.jsonl")
+        try:
+            with open(path) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            raise RunFileError(f"{path} does not exist; the run has not written it (yet)") from None
+        except (OSError, ValueError) as e:
+            raise RunFileError(f"{path} cannot be read: {_first_line(e)}") from e
 
     def write_figure(self, name: str, figure: Any) -> None:
         """Saves a matplotlib ``figure`` as the run's file ``name`` (format from its suffix)."""
@@ -262,20 +376,20 @@ class RunDir:
             return []
         return sorted(self._open_manager().all_steps(), reverse=True)
 
-    def save(self, epoch: int, state: Any, meta: dict[str, Any]) -> None:
-        """Writes checkpoint ``epoch`` (``state`` and the JSON ``meta`` plus the arrays'
-        checksums); returns once it is complete on disk.
+    def save(self, epoch: int, state: Any, meta: CheckpointMeta) -> None:
+        """Writes checkpoint ``epoch``: ``state`` and its record ``meta`` plus a SHA-256 of every
+        array; returns once it is complete on disk.
 
         Raises:
           WriteError: it could not be written; the previous checkpoint is intact.
         """
-        meta = dict(to_json(meta), checksums=_checksums(state))
+        record = dict(meta.to_json(), checksums=_checksums(state))
         manager = self._open_manager()
         try:
             manager.save(
                 epoch,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record)
                 ),
                 force=True,
             )
@@ -288,25 +402,40 @@ class RunDir:
                 f"{self._last_good()}",
             ) from e
 
-    def read_meta(self, epoch: int) -> dict[str, Any]:
-        """The JSON record of checkpoint ``epoch`` (raises if it cannot be read)."""
-        restored = self._open_manager().restore(
-            epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-        )
-        return restored.meta
+    def _read_record(self, epoch: int, what: str) -> tuple[CheckpointMeta, Any]:
+        """Checkpoint ``epoch``'s record and the checksums of its arrays."""
+        try:
+            record = (
+                self._open_manager()
+                .restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                .meta
+            )
+        except Exception as e:  # noqa: BLE001 -- whatever Orbax raises, the record is unreadable
+            raise RunFileError(f"{what} cannot be read ({_first_line(e)})") from e
+        return CheckpointMeta.from_json(record, what), record.get("checksums")
+
+    def read_meta(self, epoch: int) -> CheckpointMeta:
+        """The record of checkpoint ``epoch``.
+
+        Raises:
+          RunFileError: it cannot be read, misses an entry or does not match its checksum.
+        """
+        return self._read_record(epoch, f"checkpoint {epoch}'s record in {self.checkpoint_dir}")[0]
 
     def restore(
-        self, target: Any, check_meta: Callable[[dict[str, Any]], None] | None = None
+        self, target: Any, check_identity: Callable[[Identity], None] | None = None
     ) -> Checkpoint | None:
         """The newest intact checkpoint, restored into the structure and placement of ``target``.
 
-        A checkpoint that cannot be read, or whose arrays do not match the checksums saved with
-        it (bit flips, truncation), is damaged: it is moved to ``damaged/<epoch>-<time>`` (never
-        deleted), one warning line is logged, and the next older one is tried.
+        A checkpoint whose record cannot be read or does not match its checksum, or whose arrays
+        cannot be read or do not match theirs (bit flips, truncation, an edited history), is
+        damaged: it is moved to ``damaged/<epoch>-<time>`` (never deleted), one warning line is
+        logged, and the next older one is tried.
 
         Args:
           target: a state of the run's structure (e.g. freshly created).
-          check_meta: called with each candidate's meta before its arrays are restored; it may
+          check_identity: called with each intact candidate's
+            :class:`~cnnjax.train.runfiles.Identity` before its arrays are restored; it may
             raise (e.g. a :class:`RunDirError` for a run with another config).
 
         Returns:
@@ -314,12 +443,12 @@ class RunDir:
         """
         for epoch in self.epochs():
             try:
-                meta = self.read_meta(epoch)
-            except Exception as e:  # noqa: BLE001 -- any failure to read means damage
-                self._set_aside(epoch, f"its record cannot be read ({_first_line(e)})")
+                meta, checksums = self._read_record(epoch, "its record")
+            except RunFileError as e:
+                self._set_aside(epoch, str(e))
                 continue
-            if check_meta is not None:
-                check_meta(meta)
+            if check_identity is not None:
+                check_identity(meta.identity)
             try:
                 restored = self._open_manager().restore(
                     epoch,
@@ -328,7 +457,7 @@ class RunDir:
                     ),
                 )
                 state = restored.state
-                damaged = _checksums(state) != meta.get("checksums")
+                damaged = _checksums(state) != checksums
                 reason = "its arrays do not match their checksums"
             except Exception as e:  # noqa: BLE001
                 damaged, reason = True, f"its arrays cannot be read ({_first_line(e)})"
@@ -358,6 +487,14 @@ class RunDir:
         if self._manager is not None:
             self._manager.close()
             self._manager = None
+
+
+def _write_csv(f: io.TextIOBase, rows: Sequence[dict[str, Any]], *, header: bool) -> None:
+    if rows:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
 
 
 def _first_line(e: BaseException) -> str:
