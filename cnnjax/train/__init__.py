@@ -1,57 +1,70 @@
 """Config-driven, compiled training of one LeNet or a population of them (D2L 6.6).
 
-* :func:`train_and_evaluate` -- the one training loop (``scripts/train.py`` calls it).
-* :func:`restore_model` -- a trained member's model, parameters and preprocessing.
+* :func:`train_and_evaluate` -- the one training loop (``scripts/train.py`` calls it);
+  :func:`restore_model` -- a trained member's model, parameters, preprocessing and config.
 * :func:`default_config`, :func:`resolve_config` -- the config schema and its validation;
   :func:`load_config_file` -- a ``configs/*.py`` file's ``get_config()``.
+* :func:`set_up` / :class:`Setup` -- a run's devices, data, model and initial state;
+  :func:`train_epochs`, :func:`make_epoch_runner` -- the loop's parts (for benchmarks, sweeps).
 * :func:`create_population`, :class:`TrainState` -- the train state with a member axis.
 * :func:`train_step`, :func:`eval_step` -- the pure one-model steps.
 * :func:`population_map` -- one step over all members ("vmap" | "map" | "auto").
 * :func:`make_train_epoch`, :func:`make_train_step`, :func:`make_eval_fn` -- the compiled programs.
-* :class:`RunDir` -- the run directory's one door; the errors of :mod:`cnnjax.train.errors`.
+* :class:`RunDir` -- the run directory's one door (``RunDir(path, read_only=True)`` reads a run);
+  the schemas of its files in :mod:`cnnjax.train.runfiles`; the errors of
+  :mod:`cnnjax.train.errors`.
+
+Names are imported on first use, so a config file's ``from cnnjax.train import default_config``
+loads the schema alone, not the trainer, Orbax or TensorBoard's writer.
 """
 
-from cnnjax.train.config import check_override, default_config, load_config_file, resolve_config
-from cnnjax.train.errors import (
-    ConfigError,
-    ConfigTypeError,
-    DataError,
-    RunDirError,
-    TrainingDiverged,
-    WriteError,
-)
-from cnnjax.train.optim import make_optimizer
-from cnnjax.train.population import population_map, resolve_strategy
-from cnnjax.train.programs import make_eval_fn, make_train_epoch, make_train_step
-from cnnjax.train.rundir import RunDir
-from cnnjax.train.state import TrainState, create_population, member
-from cnnjax.train.steps import eval_step, train_step
-from cnnjax.train.trainer import RestoredModel, restore_model, train_and_evaluate
+import importlib
 
-__all__ = [
-    "ConfigError",
-    "ConfigTypeError",
-    "DataError",
-    "RestoredModel",
-    "RunDir",
-    "RunDirError",
-    "TrainState",
-    "TrainingDiverged",
-    "WriteError",
-    "check_override",
-    "create_population",
-    "default_config",
-    "eval_step",
-    "load_config_file",
-    "make_eval_fn",
-    "make_optimizer",
-    "make_train_epoch",
-    "make_train_step",
-    "member",
-    "population_map",
-    "resolve_config",
-    "resolve_strategy",
-    "restore_model",
-    "train_and_evaluate",
-    "train_step",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "ConfigError": "errors",
+    "ConfigTypeError": "errors",
+    "DataError": "errors",
+    "RunDirError": "errors",
+    "TrainingDiverged": "errors",
+    "WriteError": "errors",
+    "check_override": "config",
+    "default_config": "config",
+    "load_config_file": "config",
+    "resolve_config": "config",
+    "make_optimizer": "optim",
+    "population_map": "population",
+    "resolve_strategy": "population",
+    "make_eval_fn": "programs",
+    "make_train_epoch": "programs",
+    "make_train_step": "programs",
+    "RunDir": "rundir",
+    "RunFileError": "runfiles",
+    "Setup": "setup",
+    "set_up": "setup",
+    "make_run_mesh": "setup",
+    "TrainState": "state",
+    "create_population": "state",
+    "member": "state",
+    "eval_step": "steps",
+    "train_step": "steps",
+    "make_epoch_runner": "loop",
+    "train_epochs": "loop",
+    "RestoredModel": "trainer",
+    "restore_model": "trainer",
+    "train_and_evaluate": "trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cnnjax.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cnnjax.train.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

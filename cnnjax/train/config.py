@@ -39,6 +39,9 @@ Keys (defaults in :func:`default_config`):
 * ``distributed.{coordinator_address, num_processes, process_id}``: ``""`` is one process;
   ``"auto"`` lets JAX detect a TPU pod or SLURM job; else ``HOST:PORT`` of process 0.
 * ``per_example_grads``: also log per-example gradient-norm statistics (costs a ``vmap(grad)``).
+* ``profile_steps``: N > 0 writes a ``jax.profiler`` trace of N training steps (run on a copy of
+  the initial state, so training is unaffected) under ``<workdir>/tensorboard``, for TensorBoard's
+  profile tab or Perfetto; 0 (default) none.
 * ``progress``: show a tqdm progress bar.
 """
 
@@ -57,13 +60,13 @@ import ml_collections
 from cnnjax import data
 from cnnjax.models import LeNet
 from cnnjax.train.errors import ConfigError, ConfigTypeError
-from cnnjax.train.inputs import FALLBACK_EPOCHS
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 from cnnjax.train.parallel import PLATFORMS
 from cnnjax.train.population import STRATEGIES
-from cnnjax.train.programs import LOOPS
 
 __all__ = [
+    "FALLBACK_EPOCHS",
+    "LOOPS",
     "ConfigError",
     "ConfigTypeError",
     "check_override",
@@ -74,6 +77,13 @@ __all__ = [
 
 # jax.random.key takes a uint32 seed.
 _MAX_SEED = 2**32 - 1
+
+# How an epoch is driven: one compiled lax.scan, or a jitted step called from Python.
+LOOPS = ("scan", "step")
+
+# When source "auto" falls back to the small bundled set: train as many SGD steps as the data set
+# asked for would have taken ("match_steps"), or exactly config.num_epochs ("as_configured").
+FALLBACK_EPOCHS = ("match_steps", "as_configured")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -130,6 +140,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.distributed.num_processes = 1
     c.distributed.process_id = 0
     c.per_example_grads = False
+    c.profile_steps = 0
     c.progress = True
     return c
 
@@ -138,10 +149,16 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     """``get_config()`` of the Python config file ``path`` (the command line's ``--config``;
     a config file may also start from a sibling's, e.g. ``configs/lenet_modern.py``).
 
+    ``FILE:ARG`` (``ml_collections``' form) calls ``get_config(ARG)`` with the string ``ARG``,
+    for config files that take a parameter.
+
     Raises:
-      ConfigError: the file is missing, cannot be imported, has no ``get_config``, or it does not
-        return a ``ConfigDict``.
+      ConfigError: the file is missing, cannot be imported, has no ``get_config``, it raises,
+        or it does not return a ``ConfigDict``.
     """
+    arg = None
+    if not os.path.isfile(path) and ":" in path and os.path.isfile(path.rsplit(":", 1)[0]):
+        path, arg = path.rsplit(":", 1)
     if not os.path.isfile(path):
         raise ConfigError(f"--config={path}: no such file (configs/*.py holds the shipped ones)")
     spec = importlib.util.spec_from_file_location("_cnnjax_config", path)
@@ -158,7 +175,11 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
             f"--config={path}: defines no get_config(); a config file returns its ConfigDict "
             f"from get_config()"
         )
-    config = get_config()
+    try:
+        config = get_config() if arg is None else get_config(arg)
+    except Exception as e:  # noqa: BLE001 -- likewise
+        call = "get_config()" if arg is None else f"get_config({arg!r})"
+        raise ConfigError(f"--config={path}: {call} raised {type(e).__name__}: {e}") from e
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(
             f"--config={path}: get_config() returned {type(config).__name__}, not an "
@@ -328,6 +349,7 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
     _require(0 <= c.seed <= _MAX_SEED, "seed", f"in [0, {_MAX_SEED}]", c.seed)
     for key in ("num_epochs", "batch_size", "eval_batch_size"):
         _require(c[key] >= 1, key, ">= 1", c[key])
+    _require(c.profile_steps >= 0, "profile_steps", ">= 0 (0 means no profile)", c.profile_steps)
     _check_choice("loop", c.loop, LOOPS)
     _require(
         math.isfinite(c.max_loss_factor) and (c.max_loss_factor == 0 or c.max_loss_factor > 1),

@@ -32,10 +32,7 @@ from cnnjax.train.population import population_map
 from cnnjax.train.state import TrainState
 from cnnjax.train.steps import Metrics, eval_step, reduce_steps, train_step
 
-__all__ = ["LOOPS", "make_batch_fn", "make_eval_fn", "make_train_epoch", "make_train_step"]
-
-# How an epoch is driven: one compiled lax.scan, or a jitted step called from Python.
-LOOPS = ("scan", "step")
+__all__ = ["make_batch_fn", "make_eval_fn", "make_train_epoch", "make_train_step"]
 
 
 def _strategy(config: Any, strategy: str | None, mesh: Mesh | None) -> str:
