@@ -7,7 +7,6 @@ gzip and numpy), not from cnnjax.
 
 import gzip
 import importlib.util
-import json
 import pathlib
 import re
 
@@ -93,7 +92,8 @@ def test_short_real_training_run_on_mnist(mnist_dir, tmp_path, fast_compiles, ca
     for key in ("val_accuracy", "test_accuracy"):
         assert result[key].shape == (2,)
         assert (result[key] > 0.8).all(), (key, result[key])  # chance is 0.1
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    with train.RunDir(workdir, read_only=True) as run:
+        records = run.read_metrics()
     assert {r["epoch"] for r in records} == {1, 2}
     assert all("val_accuracy" in r for r in records)
     capsys.readouterr()

@@ -1,6 +1,5 @@
 """scripts/train.py end to end in subprocesses: all outputs; SIGKILL, resume == uninterrupted."""
 
-import json
 import os
 import pathlib
 import signal
@@ -10,7 +9,7 @@ import time
 
 import pytest
 
-from cnnjax.train import restore_model
+from cnnjax.train import RunDir, restore_model
 from tests.train.tiny import (
     RUN_OUTPUTS,
     assert_identical,
@@ -76,8 +75,8 @@ def test_cli_trains_and_writes_all_outputs(uninterrupted):
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     assert len(epoch_lines) == 4 and "loss" in epoch_lines[0] and "test acc" in epoch_lines[0]
     assert any("examples/s on cpu" in line for line in lines)
-    with open(workdir / "config.json") as f:
-        assert json.load(f)["num_epochs"] == 4
+    with RunDir(workdir, read_only=True) as run:
+        assert run.read_config().num_epochs == 4
     assert len(read_metrics(workdir)) == 4
 
 

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnnjax.train import restore_model
+from cnnjax.train import RunDir, restore_model
 from tests.train.tiny import read_metrics, subprocess_env, tiny_cli_args
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -106,13 +106,12 @@ def test_the_state_is_sharded_along_the_member_axis(size, p, d):
 def test_a_population_on_8_devices_equals_one_device(one_device, tmp_path):
     workdir = tmp_path / "run"
     _cli(workdir, *POPULATION)  # automatic mesh: all 8 devices along "pop"
-    with open(workdir / "run.json") as f:
-        run = json.load(f)
-    assert run["num_devices"] == 8 and run["mesh"] == {"population": 8, "data": 1}
-    assert run["strategy"] == "vmap"  # members split over devices: map would gather them
+    with RunDir(workdir, read_only=True) as rundir:
+        run, summary = rundir.read_info(), rundir.read_summary()
+    assert run.devices["num_devices"] == 8 and run.devices["mesh"] == {"population": 8, "data": 1}
+    assert run.strategy == "vmap"  # members split over devices: map would gather them
     _close(read_metrics(workdir), read_metrics(one_device))
-    with open(workdir / "summary.json") as f:
-        assert json.load(f)["mesh"] == {"population": 8, "data": 1}
+    assert summary["mesh"] == {"population": 8, "data": 1}
     # The same mesh again: bit for bit.
     _cli(tmp_path / "again", *POPULATION)
     assert read_metrics(tmp_path / "again") == read_metrics(workdir)
@@ -121,8 +120,8 @@ def test_a_population_on_8_devices_equals_one_device(one_device, tmp_path):
 def test_one_model_split_along_the_batch_equals_one_device(tmp_path):
     _cli(tmp_path / "one", "--config.num_epochs=1", devices=None)
     _cli(tmp_path / "eight", "--config.num_epochs=1")
-    with open(tmp_path / "eight" / "run.json") as f:
-        assert json.load(f)["mesh"] == {"population": 1, "data": 8}
+    with RunDir(tmp_path / "eight", read_only=True) as rundir:
+        assert rundir.read_info().devices["mesh"] == {"population": 1, "data": 8}
     _close(read_metrics(tmp_path / "eight"), read_metrics(tmp_path / "one"))
 
 
@@ -160,7 +159,7 @@ def test_bfloat16_computes_with_float32_params(tmp_path):
     # float32.
     assert bf16["train_loss"] != f32["train_loss"]
     np.testing.assert_allclose(bf16["train_loss"], f32["train_loss"], rtol=2e-2)
-    _, params, _ = restore_model(tmp_path / "bf16")
+    _, params, *_ = restore_model(tmp_path / "bf16")
     assert {str(leaf.dtype) for leaf in jax.tree.leaves(params)} == {"float32"}
 
 
@@ -203,9 +202,9 @@ def test_two_processes_train_together_like_one_with_8_devices(one_device, tmp_pa
     # Only process 0 reports (gloo prints its own connection lines from both, interleaved).
     assert "epoch 2/2" in outs[0][0]
     assert "epoch" not in outs[1][0] and "example" not in outs[1][0], outs[1][0]
-    with open(workdir / "run.json") as f:
-        run = json.load(f)
-    assert run["num_processes"] == 2 and run["num_devices"] == 8
+    with RunDir(workdir, read_only=True) as rundir:
+        devices = rundir.read_info().devices
+    assert devices["num_processes"] == 2 and devices["num_devices"] == 8
     _close(read_metrics(workdir), read_metrics(one_device))
     assert not any(p.name.startswith(".metrics") for p in workdir.iterdir())
     assert os.path.isdir(workdir / "checkpoints" / "2")

@@ -5,11 +5,9 @@ chance (NOTES.md), so 10 epochs of the 4,000 bundled images would never learn; t
 the number of SGD steps instead (``data.fallback_epochs="match_steps"``).
 """
 
-import json
-
 import pytest
 
-from cnnjax.train import ConfigError, resolve_config, train_and_evaluate
+from cnnjax.train import ConfigError, RunDir, resolve_config, train_and_evaluate
 from tests.support import go_offline
 from tests.train.tiny import tiny_config
 
@@ -39,10 +37,9 @@ def _fallback_config(**overrides):
 def test_fallback_trains_as_many_steps_as_asked_for(offline_fresh_machine, tmp_path, capsys):
     summary = train_and_evaluate(_fallback_config(), tmp_path / "run")
     assert summary["epochs"] == 3
-    with open(tmp_path / "run" / "config.json") as f:
-        assert json.load(f)["num_epochs"] == 3
-    with open(tmp_path / "run" / "run.json") as f:
-        assert json.load(f)["data"]["name"] == "mnist_5k"
+    with RunDir(tmp_path / "run", read_only=True) as run:
+        assert run.read_config().num_epochs == 3
+        assert run.read_info().data["name"] == "mnist_5k"
     out = capsys.readouterr().out
     assert "training 3 epochs instead of 1" in out and "fallback_epochs='as_configured'" in out
 

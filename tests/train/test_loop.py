@@ -1,6 +1,5 @@
 """train_and_evaluate: outputs, determinism, resuming, divergence (in process, tiny runs)."""
 
-import json
 import math
 import os
 import pathlib
@@ -25,7 +24,7 @@ from cnnjax.train import (
     train_and_evaluate,
 )
 from cnnjax.train.inputs import load_inputs
-from cnnjax.train.rundir import to_json
+from cnnjax.train.runfiles import Identity, to_json
 from cnnjax.train.trainer import _check_same_run
 from tests.train.tiny import RUN_OUTPUTS, assert_identical, read_metrics, tiny_config
 
@@ -53,9 +52,9 @@ def test_run_writes_every_output(reference, capsys):
     for name in RUN_OUTPUTS:
         assert (workdir / name).stat().st_size > 0, name
     assert (workdir / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with open(workdir / "config.json") as f:
-        saved = json.load(f)
-    assert saved["population"]["seeds"] == [0] and saved["data"]["train_limit"] == 256
+    with RunDir(workdir, read_only=True) as run:
+        saved, summary = run.read_config(), run.read_summary()
+    assert saved.population.seeds == (0,) and saved.data.train_limit == 256
     records = read_metrics(workdir)
     assert [r["epoch"] for r in records] == [1, 2]
     csv_lines = (workdir / "metrics.csv").read_text().strip().splitlines()
@@ -67,8 +66,7 @@ def test_run_writes_every_output(reference, capsys):
         )
     assert result["epochs"] == 2 and result["examples_per_second"] > 0
     assert 0.0 <= result["test_accuracy"][0] <= 1.0
-    with open(workdir / "summary.json") as f:
-        assert json.load(f)["test_accuracy"] == [pytest.approx(result["test_accuracy"][0])]
+    assert summary["test_accuracy"] == [pytest.approx(result["test_accuracy"][0])]
     with RunDir(workdir, read_only=True) as rundir:
         assert rundir.epochs() == [2, 1, 0]
 
@@ -87,7 +85,7 @@ def test_resumed_run_equals_the_uninterrupted_one(reference, tmp_path, capsys):
     assert "resuming after epoch 1" in capsys.readouterr().out
     assert_identical(read_metrics(tmp_path), read_metrics(workdir))
     assert_identical({k: resumed[k] for k in METRICS}, {k: result[k] for k in METRICS})
-    model, params, _ = restore_model(tmp_path)
+    model, params, *_ = restore_model(tmp_path)
     assert_identical(params, restore_model(workdir)[1])
     assert model.activation == "sigmoid"
     # A finished run trains nothing more, and a different config cannot reuse the workdir.
@@ -115,7 +113,7 @@ def test_divergence_stops_naming_member_epoch_and_rate_and_keeps_the_checkpoint(
         train_and_evaluate(config, tmp_path)
     with RunDir(tmp_path, read_only=True) as rundir:
         assert rundir.epochs() == [0]  # epoch 1 was not checkpointed
-    _, params, _ = restore_model(tmp_path)
+    _, params, *_ = restore_model(tmp_path)
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
     records = read_metrics(tmp_path)
     assert records[-1]["epoch"] == 1 and records[-1]["diverged"] is True
@@ -131,7 +129,7 @@ def test_diverged_members_are_frozen_while_the_rest_train(tmp_path, capsys):
     assert "diverged in epoch 1 (frozen)" in out
     np.testing.assert_array_equal(result["diverged"], [False, True])
     assert result["epochs"] == 2
-    _, frozen, _ = restore_model(tmp_path, member=1)
+    _, frozen, *_ = restore_model(tmp_path, member=1)
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(frozen))
 
     strict = tiny_config(
@@ -178,14 +176,12 @@ def test_augmented_runs_replay_exactly_in_either_loop_and_on_resume(reference, t
 
 
 def test_a_checkpoint_from_before_a_new_config_key_still_resumes():
-    current = {"config": to_json(resolve_config(tiny_config()).to_dict()), "data": {"sha256": "x"}}
-    saved = {"config": dict(current["config"]), "data": current["data"]}
-    saved["config"]["data"] = {
-        k: v for k, v in saved["config"]["data"].items() if k not in ("random_flip", "random_shift")
-    }
+    config = to_json(resolve_config(tiny_config()).to_dict())
+    current = Identity(config, {"sha256": "x"})
+    old = {k: v for k, v in config["data"].items() if k not in ("random_flip", "random_shift")}
+    saved = Identity({**config, "data": old}, current.data)
     _check_same_run(saved, current, "constant")  # the defaults of the missing keys match
-    changed = {**current, "config": {**current["config"], "data": {**current["config"]["data"]}}}
-    changed["config"]["data"]["random_flip"] = True
+    changed = Identity({**config, "data": {**config["data"], "random_flip": True}}, current.data)
     with pytest.raises(RunDirError, match=r"config.data.random_flip: False -> True"):
         _check_same_run(saved, changed, "constant")
 

@@ -1,13 +1,12 @@
 """A tiny, fast training config shared by the training tests."""
 
-import json
 import os
 
 import chex
 import jax
 import ml_collections
 
-from cnnjax.train import default_config
+from cnnjax.train import RunDir, default_config
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -65,8 +64,8 @@ RUN_OUTPUTS = (
 
 def read_metrics(workdir) -> list[dict]:
     """A run's ``metrics.jsonl`` records, less the wall-clock field (it never repeats)."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
+    with RunDir(workdir, read_only=True) as run:
+        records = run.read_metrics()
     for r in records:
         r.pop("epoch_time_s")
     return records
