@@ -246,16 +246,26 @@ def load_idx(spec: registry.DatasetSpec, data_dir: str | os.PathLike) -> Dataset
 
     Raises:
       ValueError: ``spec`` has no IDX files.
+      NotADirectoryError: ``data_dir`` is a file.
       FileNotFoundError: ``data_dir`` or one of the four files is missing.
       IDXError: a file is truncated, corrupt or wrong; the message names the file.
     """
     if spec.idx_files is None:
         raise ValueError(f"load: data set {spec.name!r} is not available as IDX files")
     root = pathlib.Path(data_dir).expanduser()
+    bases = dataclasses.astuple(spec.idx_files)
+    if root.is_file():
+        # Pointing at one of the files is an easy slip: name the directory that holds it.
+        own = root.name.removesuffix(".gz") in bases
+        raise NotADirectoryError(
+            f"idx: {root} is a file, not a directory; data_dir / CNNJAX_DATA_DIR "
+            f"(config.data.dir) must be the directory holding the four IDX files of "
+            f"{spec.name!r} ({', '.join(b + '.gz' for b in bases)}, or uncompressed)"
+            + (f", here {root.parent}" if own else "")
+        )
     if not root.is_dir():
         raise FileNotFoundError(f"idx: data directory {root} does not exist")
     directory = resolve_dir(root, spec.name)
-    bases = dataclasses.astuple(spec.idx_files)
     found = [_find_file(directory, base, bases) for base in bases]
     dataset = load_idx_files(
         spec,

@@ -171,3 +171,27 @@ def test_missing_file_and_directory(tmp_path):
         idx.load_idx(SMALL, tmp_path)
     with pytest.raises(FileNotFoundError, match=r"does not exist"):
         idx.load_idx(SMALL, tmp_path / "nowhere")
+
+
+def test_a_file_given_as_the_data_directory_is_named_as_such(tmp_path):
+    # Any file (think data_dir=/etc/passwd): the message says what it is and what is wanted.
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    wanted = (
+        r"the four IDX files of 'small' \(train-images-idx3-ubyte.gz, "
+        r"train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, "
+        r"or uncompressed\)"
+    )
+    with pytest.raises(
+        NotADirectoryError,
+        match=rf"^idx: {passwd} is a file, not a directory; data_dir / CNNJAX_DATA_DIR "
+        rf"\(config.data.dir\) must be the directory holding {wanted}$",
+    ):
+        idx.load_idx(SMALL, passwd)
+    # One of the data set's own files: the message also names the directory that holds it.
+    write_set(tmp_path / "set")
+    archive = tmp_path / "set" / IDX_NAMES[0]
+    with pytest.raises(
+        NotADirectoryError, match=rf"^idx: {archive} is a file, .*{wanted}, here {archive.parent}$"
+    ):
+        idx.load_idx(SMALL, archive)
