@@ -261,7 +261,7 @@ def load_idx(spec: registry.DatasetSpec, data_dir: str | os.PathLike) -> Dataset
             f"idx: {root} is a file, not a directory; data_dir / CNNJAX_DATA_DIR "
             f"(config.data.dir) must be the directory holding the four IDX files of "
             f"{spec.name!r} ({', '.join(b + '.gz' for b in bases)}, or uncompressed)"
-            + (f", here {root.parent}" if own else "")
+            + (f"; this file has one of those names, its directory is {root.parent}" if own else "")
         )
     if not root.is_dir():
         raise FileNotFoundError(f"idx: data directory {root} does not exist")

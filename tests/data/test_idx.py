@@ -192,6 +192,8 @@ def test_a_file_given_as_the_data_directory_is_named_as_such(tmp_path):
     write_set(tmp_path / "set")
     archive = tmp_path / "set" / IDX_NAMES[0]
     with pytest.raises(
-        NotADirectoryError, match=rf"^idx: {archive} is a file, .*{wanted}, here {archive.parent}$"
+        NotADirectoryError,
+        match=rf"^idx: {archive} is a file, .*{wanted}; this file has one of those names, its "
+        rf"directory is {archive.parent}$",
     ):
         idx.load_idx(SMALL, archive)
