@@ -15,6 +15,7 @@ from cnnjax.data.idx import IMAGES_MAGIC, LABELS_MAGIC, IDXError, decode_idx, re
 from cnnjax.data.iterator import (
     NORMALIZATIONS,
     DeviceSplit,
+    NormalizationError,
     channel_stats,
     epoch_indices,
     epoch_key,
@@ -40,6 +41,7 @@ __all__ = [
     "DeviceSplit",
     "IDXError",
     "IdxFiles",
+    "NormalizationError",
     "augment",
     "channel_stats",
     "decode_idx",

@@ -60,15 +60,25 @@ def decode_idx(raw: bytes, *, name: str = "<bytes>", magic: int | None = None) -
         number needs them, unknown element type, wrong magic number, or a payload shorter or
         longer than the header's dimensions say.
     """
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except EOFError:
-            raise IDXError(
-                f"{name}: truncated gzip stream ({len(raw)} bytes); the file is incomplete"
-            ) from None
-        except (gzip.BadGzipFile, zlib.error) as e:
-            raise IDXError(f"{name}: corrupt gzip data ({e})") from None
+    return _parse(_gunzip(raw, name), name, magic)
+
+
+def _gunzip(raw: bytes, name: str) -> bytes:
+    """``raw`` decompressed if it is a gzip stream, else ``raw`` itself."""
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except EOFError:
+        raise IDXError(
+            f"{name}: truncated gzip stream ({len(raw)} bytes); the file is incomplete"
+        ) from None
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise IDXError(f"{name}: corrupt gzip data ({e})") from None
+
+
+def _parse(raw: bytes, name: str, magic: int | None) -> np.ndarray:
+    """Decodes uncompressed IDX bytes; see ``decode_idx``."""
     if len(raw) < 4:
         raise IDXError(f"{name}: truncated, {len(raw)} bytes is shorter than the IDX magic number")
     (file_magic,) = struct.unpack(">I", raw[:4])
@@ -132,20 +142,26 @@ def _find_file(directory: pathlib.Path, base: str, all_names: tuple[str, ...]) -
     )
 
 
-def _read_checked(path: pathlib.Path, spec: registry.DatasetSpec, magic: int) -> np.ndarray:
-    raw = path.read_bytes()
-    origin = registry.identify_archive(hashlib.sha256(raw).hexdigest())
+def _read_checked(
+    path: pathlib.Path, spec: registry.DatasetSpec, magic: int
+) -> tuple[np.ndarray, bool]:
+    """The array in ``path``, and whether its content is one of ``spec``'s registered files.
+
+    Identified by the SHA-256 of the uncompressed bytes, so neither the compression level nor
+    whether the file is compressed at all changes the verdict.
+    """
+    content = _gunzip(path.read_bytes(), str(path))
+    origin = registry.identify_content(hashlib.sha256(content).hexdigest())
     if origin is not None and origin[0] != spec.name:
         raise IDXError(
-            f"{path}: this is the original {origin[1]} of {origin[0]!r}, not of {spec.name!r}; "
-            f"point data_dir / CNNJAX_DATA_DIR at the {spec.name} files"
+            f"{path}: this is the {origin[1]} file of {origin[0]!r}, not of {spec.name!r} "
+            f"(identified by the SHA-256 of its uncompressed content); point data_dir / "
+            f"CNNJAX_DATA_DIR at the {spec.name} files"
         )
-    return decode_idx(raw, name=str(path), magic=magic)
+    return _parse(content, str(path), magic), origin is not None
 
 
-def _load_split(spec, images_path, labels_path, expected_count):
-    images = _read_checked(images_path, spec, IMAGES_MAGIC)
-    labels = _read_checked(labels_path, spec, LABELS_MAGIC)
+def _check_split(spec, images_path, images, labels_path, labels, expected_count):
     height, width, channels = spec.image_shape
     if channels != 1 or images.shape[1:] != (height, width):
         raise IDXError(
@@ -180,8 +196,11 @@ def load_idx_files(
     Verifies, for each file: gzip integrity (when compressed), the magic number (2051 images,
     2049 labels), the image size ``spec.image_shape``, the split size ``spec.num_train`` /
     ``spec.num_test``, as many labels as images, labels below ``spec.num_classes``, and that
-    the file is not another registered data set's original archive (MNIST and Fashion-MNIST
-    use the same file names).
+    the file does not hold another registered data set's data (MNIST and Fashion-MNIST use the
+    same file names). Files are identified by the SHA-256 of their uncompressed content
+    (``DatasetSpec.content_sha256``), so compressed or not, at any gzip level, Fashion-MNIST
+    is Fashion-MNIST. Files that pass every check but match no registered data set are loaded
+    as ``spec`` with a warning that names them.
 
     Returns:
       A ``Dataset`` whose images are ``(N, H, W, 1)`` uint8 and labels ``(N,)`` int32.
@@ -190,8 +209,24 @@ def load_idx_files(
       IDXError: a file fails a check above; the message names the file and what is wrong.
     """
     paths = [pathlib.Path(p) for p in (train_images, train_labels, test_images, test_labels)]
-    train = _load_split(spec, paths[0], paths[1], spec.num_train)
-    test = _load_split(spec, paths[2], paths[3], spec.num_test)
+    arrays, unidentified = [], []
+    for path, magic in zip(paths, (IMAGES_MAGIC, LABELS_MAGIC) * 2):
+        array, identified = _read_checked(path, spec, magic)
+        arrays.append(array)
+        if not identified:
+            unidentified.append(str(path))
+    train = _check_split(spec, paths[0], arrays[0], paths[1], arrays[1], spec.num_train)
+    test = _check_split(spec, paths[2], arrays[2], paths[3], arrays[3], spec.num_test)
+    if spec.content_sha256 and unidentified:
+        # Not an error: a corrected or relabelled copy is legitimate, and every check above
+        # passed. But the data is not known to be spec's, so say so instead of vouching for it.
+        _log.warning(
+            "idx: %s: not the published %r files (the content matches no registered data "
+            "set); loading them as %r, as asked",
+            ", ".join(unidentified),
+            spec.name,
+            spec.name,
+        )
     return Dataset(
         name=spec.name,
         source=source,
@@ -211,16 +246,26 @@ def load_idx(spec: registry.DatasetSpec, data_dir: str | os.PathLike) -> Dataset
 
     Raises:
       ValueError: ``spec`` has no IDX files.
+      NotADirectoryError: ``data_dir`` is a file.
       FileNotFoundError: ``data_dir`` or one of the four files is missing.
       IDXError: a file is truncated, corrupt or wrong; the message names the file.
     """
     if spec.idx_files is None:
         raise ValueError(f"load: data set {spec.name!r} is not available as IDX files")
     root = pathlib.Path(data_dir).expanduser()
+    bases = dataclasses.astuple(spec.idx_files)
+    if root.is_file():
+        # Pointing at one of the files is an easy slip: name the directory that holds it.
+        own = root.name.removesuffix(".gz") in bases
+        raise NotADirectoryError(
+            f"idx: {root} is a file, not a directory; data_dir / CNNJAX_DATA_DIR "
+            f"(config.data.dir) must be the directory holding the four IDX files of "
+            f"{spec.name!r} ({', '.join(b + '.gz' for b in bases)}, or uncompressed)"
+            + (f"; this file has one of those names, its directory is {root.parent}" if own else "")
+        )
     if not root.is_dir():
         raise FileNotFoundError(f"idx: data directory {root} does not exist")
     directory = resolve_dir(root, spec.name)
-    bases = dataclasses.astuple(spec.idx_files)
     found = [_find_file(directory, base, bases) for base in bases]
     dataset = load_idx_files(
         spec,

@@ -31,6 +31,12 @@ import numpy as np
 NORMALIZATIONS = ("unit", "standardize")
 
 
+class NormalizationError(ValueError):
+    """The requested normalisation cannot be applied: ``"standardize"`` with a std that is
+    zero, negative or not finite (a channel whose pixels all have one value, e.g. all-black
+    images, has a std of 0)."""
+
+
 class DeviceSplit(NamedTuple):
     """One split on the device.
 
@@ -46,7 +52,8 @@ class DeviceSplit(NamedTuple):
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of uint8 ``images`` ``(N, H, W, C)`` on the 0..1
     scale, as float32 ``(C,)`` arrays: the statistics ``to_device(normalize="standardize")``
-    takes. Compute them on the training split and use them for both splits."""
+    takes. Compute them on the training split and use them for both splits. A channel whose
+    pixels all have one value gets std 0, which ``to_device`` refuses (NormalizationError)."""
     images = _check_images("channel_stats", images)
     axes = (0, 1, 2)
     mean = images.mean(axis=axes, dtype=np.float64) / 255.0
@@ -81,8 +88,12 @@ def to_device(
 
     Raises:
       TypeError: ``images`` is not uint8 or ``labels`` not integer.
-      ValueError: bad ranks or lengths, unknown ``normalize``, ``mean``/``std`` missing,
-        superfluous, of the wrong size, or ``std`` not positive.
+      ValueError: bad ranks or lengths, unknown ``normalize``, or ``mean``/``std`` missing,
+        superfluous or of the wrong size.
+      NormalizationError (a ValueError): ``"standardize"`` with a ``std`` that is not positive
+        and finite (0 for a channel with no spread, e.g. all-black images) or a non-finite
+        ``mean``; the message names the channels (and, for a std of 0, suggests
+        ``normalize="unit"``).
     """
     images = _check_images("to_device", images)
     labels = np.asarray(labels)
@@ -107,8 +118,7 @@ def to_device(
             )
         mean = _per_channel("mean", mean, channels)
         std = _per_channel("std", std, channels)
-        if np.any(std <= 0):
-            raise ValueError(f"to_device: std must be positive, got {std}")
+        _check_stats(mean, std)
     images_u8 = jax.device_put(images, device)
     labels_i32 = jax.device_put(labels.astype(np.int32), device)
     return DeviceSplit(_normalize(images_u8, mean, std), labels_i32)
@@ -117,6 +127,30 @@ def to_device(
 @jax.jit
 def _normalize(images_u8: jax.Array, mean: np.ndarray, std: np.ndarray) -> jax.Array:
     return (images_u8.astype(jnp.float32) / 255.0 - mean) / std
+
+
+def _check_stats(mean: np.ndarray, std: np.ndarray) -> None:
+    """Raises NormalizationError unless every channel's std is positive and finite, and every
+    mean finite: "standardize" divides by the std, and 0 gives inf / NaN inputs."""
+    for name, values, bad in (
+        ("mean", mean, ~np.isfinite(mean)),
+        ("std", std, ~(np.isfinite(std) & (std > 0))),
+    ):
+        if not bad.any():
+            continue
+        channels = np.flatnonzero(bad)
+        where = f"channel{'s' if len(channels) > 1 else ''} {', '.join(map(str, channels))}"
+        if name == "std" and np.all(values[channels] == 0):
+            why = (
+                " (a channel whose pixels all have one value, e.g. all-black images, has no "
+                "spread to divide by); use normalize='unit' instead"
+            )
+        else:
+            why = "; pass the channel_stats of the training images"
+        raise NormalizationError(
+            f"to_device: normalize='standardize' needs a finite{' positive' * (name == 'std')} "
+            f"{name} per channel, got {name}={values[channels].tolist()} for {where}{why}"
+        )
 
 
 def _check_images(op: str, images) -> np.ndarray:

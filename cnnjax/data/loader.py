@@ -52,6 +52,7 @@ def load(
       ValueError: unknown ``name`` or ``source`` (the message lists the valid ones), or the
         data set is not available from that source.
       FileNotFoundError, IDXError: ``"idx"`` files missing or wrong (the message names them).
+      NotADirectoryError: ``data_dir`` is a file, not a directory.
       DataUnavailableError: ``"tfds"`` data neither on disk nor downloadable.
     """
     spec = registry.get_spec(name)

@@ -2,9 +2,10 @@
 
 D2L 6.6 trains LeNet on Fashion-MNIST (the book's ``d2l.FashionMNIST``); MNIST is its
 drop-in twin. A data set is described once, here, by a ``DatasetSpec``: its tfds name, the
-names of its IDX files, its class names and expected sizes, and the SHA-256 of the original
-archives. The loaders and the trainer read only the spec, so adding another data set (KMNIST,
-CIFAR-10, ...) is one ``register`` call, with no change to the trainer.
+names of its IDX files, its class names and expected sizes, and the SHA-256 of its files (the
+original archives, and their uncompressed content). The loaders and the trainer read only the
+spec, so adding another data set (KMNIST, CIFAR-10, ...) is one ``register`` call, with no
+change to the trainer.
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ class DatasetSpec:
       num_train, num_test: expected split sizes; the loaders check them.
       tfds_name: the tensorflow-datasets name, or ``None`` if tfds does not have it.
       idx_files: IDX file names, or ``None`` if the data set is not distributed as IDX.
-      archive_sha256: SHA-256 of the original ``.gz`` archives, by file name. Used to notice
-        when a directory holds another data set's files (MNIST and Fashion-MNIST share names).
+      archive_sha256: SHA-256 of the original ``.gz`` archives, by file name: the checksums
+        tfds registers for its downloads.
+      content_sha256: SHA-256 of the uncompressed IDX files (``gunzip -c <archive> |
+        sha256sum``), by file name without ``.gz``. The ``idx`` loader identifies files by
+        these, so a re-compressed or uncompressed copy is recognised as what it holds, and
+        another data set's files under the same names (MNIST and Fashion-MNIST share them)
+        are refused.
       fallback: the bundled data set that ``load(..., source="auto")`` falls back to offline,
         or ``None`` when no bundled set can stand in (e.g. different image shape).
       homepage: where to get the real data.
@@ -52,6 +58,7 @@ class DatasetSpec:
     tfds_name: str | None = None
     idx_files: IdxFiles | None = None
     archive_sha256: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    content_sha256: Mapping[str, str] = dataclasses.field(default_factory=dict)
     fallback: str | None = None
     homepage: str = ""
 
@@ -67,6 +74,12 @@ def _by_archive(*sha256: str, files: IdxFiles = IdxFiles()) -> dict[str, str]:
     """Maps the ``.gz`` names of ``files`` (train images, train labels, test images, test
     labels) to the given digests, in that order."""
     return {f"{base}.gz": digest for base, digest in zip(dataclasses.astuple(files), sha256)}
+
+
+def _by_content(*sha256: str, files: IdxFiles = IdxFiles()) -> dict[str, str]:
+    """Maps the names of ``files`` (uncompressed, same order as ``_by_archive``) to the given
+    digests."""
+    return dict(zip(dataclasses.astuple(files), sha256, strict=True))
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
@@ -116,6 +129,12 @@ register(
             "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
             "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
         ),
+        content_sha256=_by_content(
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ),
         fallback=BUNDLED_NAME,
         homepage="https://github.com/zalandoresearch/fashion-mnist",
     )
@@ -136,6 +155,12 @@ register(
             "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
             "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
         ),
+        content_sha256=_by_content(
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
         fallback=BUNDLED_NAME,
         homepage="https://yann.lecun.com/exdb/mnist/",
     )
@@ -155,10 +180,11 @@ register(
 )
 
 
-def identify_archive(sha256: str) -> tuple[str, str] | None:
-    """``(data set name, file name)`` of the registered original archive with this digest."""
+def identify_content(sha256: str) -> tuple[str, str] | None:
+    """``(data set name, file name)`` of the registered IDX file whose uncompressed content has
+    this SHA-256 (see ``DatasetSpec.content_sha256``), or ``None`` if no data set has it."""
     for spec in _REGISTRY.values():
-        for fname, digest in spec.archive_sha256.items():
+        for fname, digest in spec.content_sha256.items():
             if digest == sha256:
                 return spec.name, fname
     return None

@@ -79,15 +79,22 @@ def load_tfds(
     Raises:
       ValueError: tfds does not have this data set, or its features are not what ``spec``
         says.
+      NotADirectoryError: ``data_dir`` is a file.
       DataUnavailableError: not on disk, and ``download`` is False or the network is
         unreachable (probed before any download).
       OSError: the download failed for another reason (e.g. an HTTP error).
     """
     if spec.tfds_name is None:
         raise ValueError(f"load: data set {spec.name!r} is not available through tfds")
+    data_dir = data_dir or default_data_dir()
+    if data_dir is not None and pathlib.Path(data_dir).expanduser().is_file():
+        # tfds would look under <file>/<name>/, find nothing and try to download.
+        raise NotADirectoryError(
+            f"tfds: data_dir {data_dir} is a file, not a directory; it must be tfds's data "
+            f"directory (default $TFDS_DATA_DIR, else ~/tensorflow_datasets)"
+        )
     import tensorflow_datasets as tfds  # Deferred: importing tfds takes ~0.6 s.
 
-    data_dir = data_dir or default_data_dir()
     builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
     if _has_array_record(builder):
         return _read_prepared(spec, builder)

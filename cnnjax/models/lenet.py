@@ -117,12 +117,16 @@ class _OpsConv(nn.Module):
     kernel_init: nn.initializers.Initializer
     impl: str
     dtype: Any
+    param_dtype: Any
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        # The dtype is explicit: an initializer's default (jnp.float_) is float64 under x64.
+        kernel = self.param(
+            "kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype
+        )
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
         return ops.conv2d(
             x.astype(self.dtype),
             kernel.astype(self.dtype),
@@ -150,8 +154,10 @@ class LeNet(nn.Module):
       conv_impl: ``impl`` passed to :func:`cnnjax.ops.conv2d` ("auto", "lax", "toeplitz");
         only used when ``layers == "cnnjax"``.
       layers: "cnnjax" or "flax", see the module docstring.
-      dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters are always float32 and the
-        logits are returned as float32.
+      dtype: compute dtype (e.g. ``jnp.bfloat16``). Parameters and the returned logits are
+        float32 (so bfloat16 is mixed precision), except for ``float64``, where they are
+        float64 too. ``float64`` needs JAX's 64-bit mode (``JAX_ENABLE_X64=1``); without it
+        the module refuses it rather than silently compute in float32.
 
     Invalid fields raise TypeError (wrong type) or ValueError (bad value, unknown name) when the
     module is constructed.
@@ -193,7 +199,21 @@ class LeNet(nn.Module):
             raise TypeError(f"LeNet: dtype must be a floating dtype, got {self.dtype!r}") from e
         if not jnp.issubdtype(dt, jnp.floating):
             raise ValueError(f"LeNet: dtype must be a floating dtype, got {dt}")
+        if jax.dtypes.canonicalize_dtype(dt) != dt:
+            # Without 64-bit mode JAX truncates float64 to float32 with only a warning, so the
+            # model would not compute in the dtype its config names.
+            raise ValueError(
+                f"LeNet: dtype {dt.name} needs JAX's 64-bit mode, which is off (JAX would "
+                f"compute in {jax.dtypes.canonicalize_dtype(dt).name}); set JAX_ENABLE_X64=1 "
+                f"or call jax.config.update('jax_enable_x64', True) at start-up, or use "
+                f"float32 or bfloat16"
+            )
         super().__post_init__()
+
+    @property
+    def param_dtype(self) -> jnp.dtype:
+        """Dtype of the parameters and the logits: float32, or float64 when ``dtype`` is."""
+        return jnp.promote_types(self.dtype, jnp.float32)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -253,7 +273,8 @@ class LeNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        """x: (N, H, W, C) floating -> logits (N, num_classes) float32.
+        """x: (N, H, W, C) floating -> logits (N, num_classes) in ``param_dtype`` (float32,
+        or float64 for a float64 model).
 
         When the "intermediates" collection is mutable, ``{stage name: output}`` for every stage
         is sown into it under "stages" (see :func:`cnnjax.models.features`); ``init`` does not
@@ -272,7 +293,14 @@ class LeNet(nn.Module):
             if s.kind == "conv":
                 if self.layers == "cnnjax":
                     x = _OpsConv(
-                        s.size, s.kernel, s.padding, init, self.conv_impl, self.dtype, name=s.name
+                        s.size,
+                        s.kernel,
+                        s.padding,
+                        init,
+                        self.conv_impl,
+                        self.dtype,
+                        self.param_dtype,
+                        name=s.name,
                     )(x)
                 else:
                     x = nn.Conv(
@@ -281,6 +309,7 @@ class LeNet(nn.Module):
                         padding=s.padding,
                         kernel_init=init,
                         dtype=self.dtype,
+                        param_dtype=self.param_dtype,
                         name=s.name,
                     )(x)
             elif s.kind == "act":
@@ -290,12 +319,18 @@ class LeNet(nn.Module):
             elif s.kind == "flatten":
                 x = x.reshape(x.shape[0], -1)
             else:
-                x = nn.Dense(s.size, kernel_init=init, dtype=self.dtype, name=s.name)(x)
+                x = nn.Dense(
+                    s.size,
+                    kernel_init=init,
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    name=s.name,
+                )(x)
             acts[s.name] = x
         # One sow of the whole dict: a per-stage sow would clash with the submodule names.
         if self.is_mutable_collection("intermediates") and not self.is_initializing():
             self.sow("intermediates", "stages", acts)
-        return x.astype(jnp.float32)
+        return x.astype(self.param_dtype)
 
     def _pool(self, x: jax.Array, p: int) -> jax.Array:
         if self.layers == "cnnjax":

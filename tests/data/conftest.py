@@ -9,9 +9,9 @@ import pytest
 
 from tests.support import go_offline
 
-SHARED_FASHION_MNIST = (
-    pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fashion_mnist"
-)
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED_FASHION_MNIST = SHARED_DATA / "fashion_mnist"
+SHARED_MNIST = SHARED_DATA / "mnist"
 IDX_NAMES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -36,6 +36,13 @@ def real_fashion_mnist_dir() -> pathlib.Path:
     pytest.skip(
         f"real Fashion-MNIST not found: set CNNJAX_DATA_DIR or provide {SHARED_FASHION_MNIST}"
     )
+
+
+def real_mnist_dir() -> pathlib.Path:
+    """The real MNIST IDX directory, or skip the test saying why."""
+    if all((SHARED_MNIST / n).is_file() for n in IDX_NAMES):
+        return SHARED_MNIST
+    pytest.skip(f"real MNIST not found: provide its four IDX archives in {SHARED_MNIST}")
 
 
 def tiny_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,6 @@
 
 import dataclasses
 import gzip
-import hashlib
 import pathlib
 import struct
 
@@ -11,10 +10,15 @@ import pytest
 
 from cnnjax import data
 from cnnjax.data import idx, registry
-from tests.data.conftest import IDX_NAMES, real_fashion_mnist_dir, tiny_images
+from tests.data.conftest import IDX_NAMES, tiny_images
 
 SMALL = dataclasses.replace(
-    registry.get_spec("fashion_mnist"), name="small", num_train=30, num_test=20, archive_sha256={}
+    registry.get_spec("fashion_mnist"),
+    name="small",
+    num_train=30,
+    num_test=20,
+    archive_sha256={},
+    content_sha256={},
 )
 
 
@@ -169,18 +173,27 @@ def test_missing_file_and_directory(tmp_path):
         idx.load_idx(SMALL, tmp_path / "nowhere")
 
 
-def test_another_data_sets_archive_is_refused(tmp_path):
-    real = real_fashion_mnist_dir()
-    raw = (real / IDX_NAMES[1]).read_bytes()
-    assert (
-        hashlib.sha256(raw).hexdigest()
-        == registry.get_spec("fashion_mnist").archive_sha256[IDX_NAMES[1]]
+def test_a_file_given_as_the_data_directory_is_named_as_such(tmp_path):
+    # Any file (think data_dir=/etc/passwd): the message says what it is and what is wanted.
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    wanted = (
+        r"the four IDX files of 'small' \(train-images-idx3-ubyte.gz, "
+        r"train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, "
+        r"or uncompressed\)"
     )
-    write_set(tmp_path)
-    (tmp_path / IDX_NAMES[1]).write_bytes(raw)
     with pytest.raises(
-        data.IDXError,
-        match=r"original train-labels-idx1-ubyte.gz of "
-        r"'fashion_mnist', not of 'small'",
+        NotADirectoryError,
+        match=rf"^idx: {passwd} is a file, not a directory; data_dir / CNNJAX_DATA_DIR "
+        rf"\(config.data.dir\) must be the directory holding {wanted}$",
     ):
-        idx.load_idx(SMALL, tmp_path)
+        idx.load_idx(SMALL, passwd)
+    # One of the data set's own files: the message also names the directory that holds it.
+    write_set(tmp_path / "set")
+    archive = tmp_path / "set" / IDX_NAMES[0]
+    with pytest.raises(
+        NotADirectoryError,
+        match=rf"^idx: {archive} is a file, .*{wanted}; this file has one of those names, its "
+        rf"directory is {archive.parent}$",
+    ):
+        idx.load_idx(SMALL, archive)

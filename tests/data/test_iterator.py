@@ -60,13 +60,57 @@ def test_to_device_places_on_the_requested_device():
             ValueError,
             r"mean must be a scalar or have shape \(1,\)",
         ),
-        (dict(normalize="standardize", mean=0.1, std=0.0), ValueError, "std must be positive"),
+        (
+            dict(normalize="standardize", mean=0.1, std=-1.0),
+            data.NormalizationError,
+            r"needs a finite positive std per channel, got std=\[-1.0\] for channel 0; pass "
+            r"the channel_stats of the training images$",
+        ),
+        (
+            dict(normalize="standardize", mean=float("nan"), std=1.0),
+            data.NormalizationError,
+            r"needs a finite mean per channel, got mean=\[nan\] for channel 0",
+        ),
     ],
 )
 def test_to_device_rejects_bad_arguments(kwargs, error, match):
     args = dict(images=np.zeros((2, 3, 3, 1), np.uint8), labels=np.zeros(2, int)) | kwargs
     with pytest.raises(error, match=match):
         data.to_device(**args)
+
+
+@pytest.mark.parametrize("constant", [0, 255])
+def test_standardize_names_the_channel_with_no_spread_and_the_fix(constant):
+    # All-black (or all-white) images: channel_stats gives std 0, which would divide by zero.
+    images = np.full((6, 4, 4, 1), constant, np.uint8)
+    mean, std = data.channel_stats(images)
+    assert std.tolist() == [0.0]
+    with pytest.raises(
+        data.NormalizationError,
+        match=r"^to_device: normalize='standardize' needs a finite positive std per channel, "
+        r"got std=\[0.0\] for channel 0 \(a channel whose pixels all have one value, e.g. "
+        r"all-black images, has no spread to divide by\); use normalize='unit' instead$",
+    ):
+        data.to_device(images, np.zeros(6, int), normalize="standardize", mean=mean, std=std)
+    # A ValueError still, for callers that catch that.
+    assert issubclass(data.NormalizationError, ValueError)
+
+
+def test_standardize_names_only_the_channels_with_no_spread():
+    images = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
+    images[..., 2] = 0
+    mean, std = data.channel_stats(images)
+    with pytest.raises(data.NormalizationError, match=r"got std=\[0.0\] for channel 2 \("):
+        data.to_device(images, np.zeros(6, int), normalize="standardize", mean=mean, std=std)
+    images[..., 0] = 9
+    mean, std = data.channel_stats(images)
+    with pytest.raises(data.NormalizationError, match=r"std=\[0.0, 0.0\] for channels 0, 2 \("):
+        data.to_device(images, np.zeros(6, int), normalize="standardize", mean=mean, std=std)
+    # With every channel spread out, the same images standardise to finite values.
+    images[0, 0, 0] = (0, 0, 1)
+    mean, std = data.channel_stats(images)
+    split = data.to_device(images, np.zeros(6, int), normalize="standardize", mean=mean, std=std)
+    assert np.isfinite(np.asarray(split.images)).all()
 
 
 # Few distinct shapes: each new (N, B) costs a compile.

@@ -116,3 +116,13 @@ def test_importing_cnnjax_data_pulls_in_no_model_or_trainer_code():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("source", ["idx", "auto", "tfds"])
+def test_a_file_as_data_dir_is_refused_as_a_file_by_every_source(source, tmp_path, monkeypatch):
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    prefix = "tfds: data_dir " if source == "tfds" else "idx: "
+    with pytest.raises(NotADirectoryError, match=rf"^{prefix}{passwd} is a file, not a directory"):
+        data.load("fashion_mnist", source=source, data_dir=passwd)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cnnjax.models import ACTIVATIONS, KERNEL_INITS, LeNet
+from cnnjax.ops import reference
 
 # The ops' "auto" conv may pick either implementation; "lax" makes the comparison exact.
 BOOK = dict(conv_impl="lax")
@@ -104,6 +105,72 @@ def test_bfloat16_compute_float32_params_and_logits(book):
     chex.assert_type(logits, jnp.float32)
     # bfloat16 keeps 8 mantissa bits; the book's logits are O(1), so 0.05 is a few ulps.
     np.testing.assert_allclose(logits, apply(LeNet(**BOOK), params, x), atol=0.05)
+
+
+def reference_lenet(params, x):
+    """The book's LeNet forward pass in float64 NumPy, from :mod:`cnnjax.ops.reference`."""
+
+    def sigmoid(v):
+        return 1 / (1 + np.exp(-v))
+
+    def dense(layer, v):
+        return v @ np.asarray(layer["kernel"], np.float64) + np.asarray(layer["bias"], np.float64)
+
+    h = np.asarray(x, np.float64)
+    for name, padding in (("conv1", 2), ("conv2", 0)):
+        layer = params[name]
+        h = reference.conv(h, layer["kernel"], layer["bias"], padding=padding)
+        h = reference.avg_pool(sigmoid(h), 2)
+    h = h.reshape(h.shape[0], -1)  # (H, W, C) order, as the model flattens NHWC
+    h = sigmoid(dense(params["dense2"], sigmoid(dense(params["dense1"], h))))
+    return dense(params["output"], h)
+
+
+def test_float64_is_refused_without_64_bit_mode_naming_how_to_enable_it():
+    # Explicitly off, so the test means the same when the suite runs with JAX_ENABLE_X64=1.
+    with jax.enable_x64(False):
+        for build in (
+            lambda: LeNet.from_config({"dtype": "float64"}),
+            lambda: LeNet(dtype=jnp.float64),
+        ):
+            with pytest.raises(
+                ValueError,
+                match=r"^LeNet: dtype float64 needs JAX's 64-bit mode, which is off \(JAX would "
+                r"compute in float32\); set JAX_ENABLE_X64=1 or call "
+                r"jax.config.update\('jax_enable_x64', True\) at start-up, or use float32 or "
+                r"bfloat16$",
+            ):
+                build()
+
+
+@pytest.mark.parametrize("layers", ["cnnjax", "flax"])
+def test_float64_under_64_bit_mode_computes_in_float64(layers):
+    with jax.enable_x64(True):
+        model = LeNet.from_config({"dtype": "float64", "layers": layers, **BOOK})
+        params, x = init(model, shape=(1, 28, 28, 1))
+        assert {a.dtype for a in jax.tree.leaves(params)} == {jnp.dtype(jnp.float64)}
+        logits, state = model.apply({"params": params}, x, mutable=["intermediates"])
+        chex.assert_type(logits, jnp.float64)
+        stages = state["intermediates"]["stages"][0]
+        assert {v.dtype for v in stages.values()} == {jnp.dtype(jnp.float64)}
+        expected = reference_lenet(params, x)
+        # float64 agrees with the float64 reference to ~1e-15; float32 only to ~1e-7.
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-12)
+        single = LeNet(layers=layers, **BOOK)
+        logits32 = apply(single, jax.tree.map(lambda a: a.astype(jnp.float32), params), x)
+        assert np.abs(np.asarray(logits32, np.float64) - expected).max() > 1e-12
+
+
+@pytest.mark.parametrize("layers", ["cnnjax", "flax"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_64_bit_mode_leaves_other_dtypes_with_float32_params_and_logits(layers, dtype):
+    # Initializers default to float64 under x64: the parameters' dtype must not follow it.
+    with jax.enable_x64(True):
+        model = LeNet.from_config({"dtype": dtype, "layers": layers, **BOOK})
+        x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
+        variables = jax.eval_shape(model.init, jax.random.key(0), x)
+        assert {a.dtype for a in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+        assert jax.eval_shape(model.apply, variables, x).dtype == jnp.float32
 
 
 def test_jit_grad_and_vmap_over_params(book):
