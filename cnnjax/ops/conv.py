@@ -12,7 +12,9 @@ Layouts (``layout=``):
     ``torch.nn.functional`` runs unchanged in shape.
 The names stand for every spatial rank (1-D: NLC / NCL, 3-D: NDHWC / NCDHW). As in PyTorch, an
 unbatched ``x`` (one example, no N axis) is accepted and the result is unbatched too, and an
-empty batch (N = 0) gives an empty result once every other argument has been validated.
+empty batch (N = 0) gives an empty result once every other argument has been validated. An int
+or a one-element tuple (``2``, ``(2,)``) as stride, padding or dilation applies to every spatial
+dim, as in torch.
 
 Every argument is validated while tracing, so a bad one raises ``ValueError``/``TypeError`` before
 XLA runs, under ``jit`` too; a hyper-parameter passed as a traced value (``jax.jit(conv2d)(x, w,
@@ -354,13 +356,13 @@ def conv(
         (N, Ci, *spatial) or (Ci, *spatial). The spatial rank r is w.ndim - 2 >= 1.
       w: (*kernel, Ci/groups, Co); with layout="NCHW", (Co, Ci/groups, *kernel).
       b: (Co,) bias, or None.
-      stride: int or r ints, each >= 1.
-      padding: an int (both sides of every dim), r ints (both sides, per dim), r (lo, hi) pairs,
-        or a string: "valid"/"VALID" (no padding); "same" (PyTorch's: output size = input size,
-        extra padding after; stride must be 1); "SAME" (XLA's: ceil(n / stride) outputs, extra
-        padding after, any stride); "causal" (1-D only: dilation*(k-1) on the left, so output t
-        sees inputs <= t).
-      dilation: int or r ints, each >= 1 (kernel taps ``dilation`` apart).
+      stride: int, (int,) or r ints, each >= 1.
+      padding: an int or (int,) (both sides of every dim), r ints (both sides, per dim), r
+        (lo, hi) pairs, or a string: "valid"/"VALID" (no padding); "same" (PyTorch's: output
+        size = input size, extra padding after; stride must be 1); "SAME" (XLA's: ceil(n /
+        stride) outputs, extra padding after, any stride); "causal" (1-D only: dilation*(k-1)
+        on the left, so output t sees inputs <= t).
+      dilation: int, (int,) or r ints, each >= 1 (kernel taps ``dilation`` apart).
       groups: >= 1, dividing Ci and Co: channel group g of x meets only output channels of
         group g (groups == Ci is a depthwise conv).
       padding_mode: what the padding holds, PyTorch's ``Conv*d(padding_mode=...)``: "zeros"
