@@ -21,7 +21,11 @@ XLA runs, under ``jit`` too; a hyper-parameter passed as a traced value (``jax.j
 stride=2)``) gets an error showing how to make it static. All functions are jit-, grad- and
 vmap-safe.
 
-The ``impl`` argument picks how (every choice computes the same function):
+The ``impl`` argument picks how. Every choice computes the same convolution, though not bit for
+bit: the Toeplitz GEMM adds the products in another order, so on finite inputs its outputs and
+gradients differ from lax's by float rounding (float32 on CPU: within 1e-6 of ``conv(|x|,
+|w|)`` per entry, measured up to 4e-7, i.e. ~5e-6 on LeNet conv1's outputs near 25; GPUs that
+run float32 GEMMs or convs in TF32 may differ more):
   - "lax": ``jax.lax.conv_general_dilated``, any rank and ``groups``.
   - "toeplitz": 2-D only, ``groups == 1``: one block-Toeplitz GEMM
     (:mod:`cnnjax.ops.toeplitz`), faster on XLA:CPU and for small convs on GPU. Its structural
@@ -29,7 +33,7 @@ The ``impl`` argument picks how (every choice computes the same function):
     with "lax" (0 * inf = NaN): choose it explicitly only for finite data.
   - "auto" (default): "lax", except for a staged (jitted) 2-D conv where
     :func:`cnnjax.ops.toeplitz.use_toeplitz` says the Toeplitz GEMM wins; see :func:`conv` for
-    how "auto" keeps lax's results for NaN/inf, eager calls and forward-only calls.
+    how "auto" keeps lax's NaN/inf, and lax's exact values in eager calls.
 """
 
 from __future__ import annotations
@@ -387,11 +391,14 @@ def conv(
         outside 1-D, padding beyond what padding_mode allows, dilated kernel larger than the
         padded input, unknown impl/layout/padding_mode, impl="toeplitz" where it does not apply.
 
-    "auto" never changes results, only speed: eager (untraced) calls use lax; a traced 2-D conv
-    that :func:`~cnnjax.ops.toeplitz.use_toeplitz` picks runs the Toeplitz GEMM only when x and
-    w are all finite (one ``lax.cond``; under ``vmap`` one test for all members), so NaN/inf
-    give exactly lax's outputs; when the conv is not differentiated, it uses the Toeplitz GEMM
-    only where :func:`~cnnjax.ops.toeplitz.use_toeplitz_forward` says it wins forward.
+    "auto" changes speed, and results only by float rounding: eager (untraced) calls use lax
+    and give its values bit for bit; a traced 2-D conv that
+    :func:`~cnnjax.ops.toeplitz.use_toeplitz` picks runs the Toeplitz GEMM only when x and w
+    are all finite (one ``lax.cond``; under ``vmap`` one test for all members), else lax, so
+    NaN and inf land on exactly the outputs (and gradient entries) they land on with lax, and
+    finite values agree with lax's to rounding (see the module docstring for how close); when
+    the conv is not differentiated, it uses the Toeplitz GEMM only where
+    :func:`~cnnjax.ops.toeplitz.use_toeplitz_forward` says it wins forward.
 
     Example:
       >>> x, w = jnp.ones((8, 32, 32, 3)), jnp.ones((3, 3, 3, 16))

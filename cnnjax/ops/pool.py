@@ -30,14 +30,20 @@ output_size applies to every spatial dim. Hyper-parameters must be static Python
 Arguments are validated while tracing (so also under ``jit``); everything is jit-, grad- and
 vmap-safe.
 
-The ``impl`` argument picks how (every choice computes the same function):
+The ``impl`` argument picks how. Max pooling's values are the same with every choice, bit for
+bit (a maximum is exact; NaN/inf included); average pooling's values and gradients agree to the
+rounding of the window sum (bit for bit on XLA:CPU in our checks); max pooling's gradients
+differ at ties, see "reshape":
   - "lax": ``jax.lax.reduce_window``; for dilated max pooling or ``return_indices``, one strided
     slice per window tap and a choice among the taps (reduce_window's max has no reverse-mode
     derivative with dilation, and no argmax).
   - "reshape": only for non-overlapping windows (stride == window, no padding or dilation, no
     ceil-mode overhang, no indices, no ``divisor_override``): reshape to ``(N, H/k, k, W/k, k,
     C)`` and reduce the k axes (trailing rows/columns that fill no window are dropped, as floor
-    mode does). Exact, and much faster than ``reduce_window`` on XLA:CPU, backward too.
+    mode does). Much faster than ``reduce_window`` on XLA:CPU, backward too. Max pooling's
+    gradient is ``jnp.max``'s: where a window's maximum is tied (an all-zero window after a
+    ReLU) it is split evenly among the tied entries, where "lax" and torch give it all to one;
+    a window holding NaN passes NaN gradients to all its entries.
   - "auto" (default): "reshape" where it applies, else "lax".
 """
 
