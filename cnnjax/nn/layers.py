@@ -30,7 +30,8 @@ __all__ = [
 Initializer = Any
 
 
-def _kernel_rank(name: str, kernel_size: Any) -> int:
+def _kernel_size(name: str, kernel_size: Any) -> tuple[int, ...]:
+    """``kernel_size`` as a tuple of ints >= 1; its length is the layer's spatial rank."""
     if (
         not isinstance(kernel_size, Sequence)
         or isinstance(kernel_size, str)
@@ -41,7 +42,83 @@ def _kernel_rank(name: str, kernel_size: Any) -> int:
             f"{name}: kernel_size must be a tuple of ints, one per spatial dim (e.g. (3, 3)),"
             f" got {kernel_size!r}"
         )
-    return len(kernel_size)
+    if any(k < 1 for k in kernel_size):
+        raise ValueError(f"{name}: kernel_size must be >= 1 in every dim, got {tuple(kernel_size)}")
+    return tuple(int(k) for k in kernel_size)
+
+
+def _check_param_dtype(name: str, param_dtype: Any) -> None:
+    """Parameters are trained by gradients and initialised by random draws: a float dtype."""
+    try:
+        dtype = None if param_dtype is None else jnp.dtype(param_dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        got = repr(param_dtype) if dtype is None else dtype.name
+        raise TypeError(
+            f"{name}: param_dtype must be a floating-point dtype (e.g. jnp.float32 or"
+            f" jnp.bfloat16), got {got}"
+        )
+
+
+def _check_ndim(x: jax.Array, name: str, rank: int) -> None:
+    """Raises ValueError unless x is (N, *spatial, C) or (*spatial, C), ``rank`` spatial dims."""
+    if x.ndim not in (rank + 1, rank + 2):
+        raise ValueError(
+            f"{name}: x must be (N, *spatial, C) or unbatched (*spatial, C) with {rank} spatial"
+            f" dims (len(kernel_size)), got shape {tuple(x.shape)}"
+        )
+
+
+def _existing_shape(module: nn.Module, param: str) -> tuple[int, ...] | None:
+    """The shape of ``param`` in the variables being applied, or None while initialising."""
+    if not module.has_variable("params", param):
+        return None
+    return tuple(jnp.shape(nn.meta.unbox(module.get_variable("params", param))))
+
+
+def _check_kernel_fits(
+    module: nn.Module, name: str, expected: tuple[int, ...], channel_axis_in: int, per: int
+) -> None:
+    """Raises ValueError naming the mismatch when the stored kernel is not ``expected``.
+
+    Without this, applying a layer to input with other channels than at ``init`` (or to another
+    layer's parameters) ends in Flax's ScopeParamShapeError. ``channel_axis_in`` is the kernel
+    axis holding the input channels, ``per`` the input channels each of its entries stands for
+    (``groups`` for Conv's Ci/groups axis, 1 for ConvTranspose's Ci axis).
+    """
+    got = _existing_shape(module, "kernel")
+    if got is None or got == expected:
+        return
+    ci = expected[channel_axis_in] * per
+    others = [i for i in range(len(expected)) if i != channel_axis_in]
+    if len(got) == len(expected) and all(got[i] == expected[i] for i in others):
+        built = got[channel_axis_in]
+        if per == 1:
+            raise ValueError(
+                f"{name}: input has {ci} channels but the kernel was built for {built} (kernel"
+                f" shape {got}); feed {built}-channel input, or init the layer again on"
+                f" {ci}-channel input"
+            )
+        raise ValueError(
+            f"{name}: input has {ci} channels, {ci // per} per group (groups={per}), but the"
+            f" kernel was built for {built} per group (kernel shape {got}); feed"
+            f" {built * per}-channel input, check groups, or init the layer again"
+        )
+    raise ValueError(
+        f"{name}: the 'kernel' parameter has shape {got}, but kernel_size, features, groups and"
+        f" the {ci}-channel input need {expected}; pass the parameters this layer was"
+        " initialised with, or init it again"
+    )
+
+
+def _check_bias_fits(module: nn.Module, name: str, features: int) -> None:
+    got = _existing_shape(module, "bias")
+    if got is not None and got != (features,):
+        raise ValueError(
+            f"{name}: the 'bias' parameter has shape {got}, but features={features} needs"
+            f" ({features},); pass the parameters the layer was initialised with, or init it again"
+        )
 
 
 class Conv(nn.Module):
@@ -56,7 +133,8 @@ class Conv(nn.Module):
         meanings; padding also "SAME"/"VALID" and (lo, hi) pairs).
       use_bias: add the ``"bias"`` parameter.
       kernel_init, bias_init: Flax initialisers (defaults: Flax's ``lecun_normal``, zeros).
-      param_dtype: dtype of the parameters; computation is in the promoted dtype of x and them.
+      param_dtype: floating-point dtype of the parameters (default float32); computation is in
+        the promoted dtype of x and them.
       impl: passed to :func:`cnnjax.ops.conv` ("auto", "lax", "toeplitz").
 
     Parameters: ``"kernel"`` (*kernel_size, Ci/groups, features) and ``"bias"`` (features,),
@@ -65,8 +143,12 @@ class Conv(nn.Module):
     Call: ``x`` (N, *spatial, Ci) or one unbatched (*spatial, Ci) -> (N, *out, features).
 
     Raises:
-      TypeError: kernel_size not a tuple of ints.
-      ValueError: Ci not divisible by groups, and whatever :func:`cnnjax.ops.conv` raises.
+      TypeError: kernel_size not a tuple of ints, features not an int, param_dtype not a
+        floating-point dtype.
+      ValueError: a kernel size or features < 1, x without len(kernel_size) spatial dims, Ci
+        not divisible by groups, parameters (from ``init`` or elsewhere) whose shape does not
+        fit this layer and x (e.g. x has other channels than at ``init``), and whatever
+        :func:`cnnjax.ops.conv` raises.
 
     Example:
       >>> layer = Conv(16, (3, 3), padding=1)
@@ -90,26 +172,23 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        r = _kernel_rank("Conv", self.kernel_size)
+        kernel_size = _kernel_size("Conv", self.kernel_size)
         if isinstance(self.features, bool) or not isinstance(self.features, Integral):
             raise TypeError(f"Conv: features must be an int, got {self.features!r}")
         if self.features < 1:
             raise ValueError(f"Conv: features must be >= 1, got {self.features}")
-        if x.ndim not in (r + 1, r + 2):
-            raise ValueError(
-                f"Conv: x must be (N, *spatial, C) or unbatched (*spatial, C) with {r} spatial"
-                f" dims (len(kernel_size)), got shape {tuple(x.shape)}"
-            )
+        _check_param_dtype("Conv", self.param_dtype)
+        _check_ndim(x, "Conv", len(kernel_size))
         ci = x.shape[-1]
         if isinstance(self.groups, Integral) and self.groups >= 1 and ci % self.groups:
             raise ValueError(f"Conv: groups={self.groups} must divide the input channels ({ci})")
+        # A bad groups (0, 1.5) is left to ops.conv's message; 1 only sizes the kernel here.
         groups = self.groups if isinstance(self.groups, Integral) and self.groups >= 1 else 1
-        kernel = self.param(
-            "kernel",
-            self.kernel_init,
-            (*self.kernel_size, ci // groups, self.features),
-            self.param_dtype,
-        )
+        shape = (*kernel_size, ci // groups, self.features)
+        _check_kernel_fits(self, "Conv", shape, len(kernel_size), groups)
+        if self.use_bias:
+            _check_bias_fits(self, "Conv", self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
         bias = (
             self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias
@@ -145,6 +224,13 @@ class ConvTranspose(nn.Module):
     Call: ``x`` (N, *spatial, Ci) or unbatched -> (N, *out, features), ``out = (n - 1) * stride
     - lo - hi + dilation * (k - 1) + output_padding + 1``.
 
+    Raises:
+      TypeError: kernel_size not a tuple of ints, features not an int, param_dtype not a
+        floating-point dtype.
+      ValueError: a kernel size < 1, features < 1 or not divisible by groups, x without
+        len(kernel_size) spatial dims, parameters whose shape does not fit this layer and x,
+        and whatever :func:`cnnjax.ops.conv_transpose` raises.
+
     Example:
       >>> up = ConvTranspose(8, (2, 2), stride=2)
       >>> x = jnp.ones((1, 7, 7, 16))
@@ -166,7 +252,7 @@ class ConvTranspose(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        _kernel_rank("ConvTranspose", self.kernel_size)
+        kernel_size = _kernel_size("ConvTranspose", self.kernel_size)
         groups = self.groups if isinstance(self.groups, Integral) and self.groups >= 1 else 1
         if isinstance(self.features, bool) or not isinstance(self.features, Integral):
             raise TypeError(f"ConvTranspose: features must be an int, got {self.features!r}")
@@ -175,12 +261,13 @@ class ConvTranspose(nn.Module):
                 f"ConvTranspose: features must be >= 1 and divisible by groups={groups},"
                 f" got {self.features}"
             )
-        kernel = self.param(
-            "kernel",
-            self.kernel_init,
-            (*self.kernel_size, x.shape[-1], self.features // groups),
-            self.param_dtype,
-        )
+        _check_param_dtype("ConvTranspose", self.param_dtype)
+        _check_ndim(x, "ConvTranspose", len(kernel_size))
+        shape = (*kernel_size, x.shape[-1], self.features // groups)
+        _check_kernel_fits(self, "ConvTranspose", shape, len(kernel_size), 1)
+        if self.use_bias:
+            _check_bias_fits(self, "ConvTranspose", self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
         bias = (
             self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias

@@ -8,6 +8,10 @@ D2L 6.1-6.5 as functions. Two levels:
 Shape and cost helpers (``conv_output_shape``, ``receptive_field``, ``conv_cost``, ...) need no
 arrays. ``cnnjax.ops.reference`` holds loop versions of every op, for tests and teaching.
 
+Spatial hyper-parameters (window, stride, padding, dilation, output_padding, output_size) follow
+torch's int-or-tuple rule: an int or a one-element tuple/list (``3``, ``(3,)``) applies to every
+spatial dim, r values give one per dim, any other length is an error.
+
 Every op validates its arguments while tracing (so under ``jit`` too) and is jit-, grad- and
 vmap-safe.
 """

@@ -93,24 +93,49 @@ def _plain(value: Any) -> Any:
     return value.tolist() if isinstance(value, np.ndarray) else value
 
 
-def int_tuple(op: str, name: str, value: Any, rank: int, *, minimum: int) -> tuple[int, ...]:
-    """An int or a length-``rank`` sequence of ints, as a tuple; each must be >= ``minimum``.
+def broadcast_one(value: Any, rank: int) -> Any:
+    """torch's ``_single``/``_pair``/``_triple`` rule: a one-element sequence means every dim.
+
+    ``(3,)`` and ``[3]`` become ``(3,) * rank``; anything else is returned unchanged, for the
+    caller to check. Only a scalar entry is repeated: ``((lo, hi),)`` and ``("same",)`` are
+    left alone, so they keep the length error they had (a pair is one dim's padding, not all).
+    """
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 1
+        and not isinstance(value[0], Sequence)
+    ):
+        return tuple(value) * rank
+    return value
+
+
+def int_tuple(
+    op: str, name: str, value: Any, rank: int, *, minimum: int, one_means_all: bool = True
+) -> tuple[int, ...]:
+    """An int, a one-int sequence or ``rank`` ints, as ``rank`` ints each >= ``minimum``.
+
+    An int or a one-element sequence (``3``, ``(3,)``, ``[3]``) applies to every spatial dim,
+    as torch's ``_pair``/``_triple`` and its C++ ops read kernel sizes, strides and the like;
+    ``rank`` ints are one per dim. ``one_means_all=False`` refuses the one-element sequence
+    (for a shape, where ``(4,)`` for (H, W) is more likely a mistake than a square).
 
     Raises:
       TypeError: an entry is not an int.
-      ValueError: wrong length, or an entry below ``minimum``.
+      ValueError: any other length, or an entry below ``minimum``.
     """
-    value = _plain(value)
+    given = _plain(value)  # messages show what the caller passed, not its broadcast
+    value = broadcast_one(given, rank) if one_means_all else given
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != rank:
             raise ValueError(
-                f"{op}: {name} must be an int or {rank} ints (one per spatial dim), got {value!r}"
+                f"{op}: {name} must be an int or {rank} ints (one per spatial dim), got {given!r}"
             )
         out = tuple(_as_int(op, name, v) for v in value)
     else:
         out = (_as_int(op, name, value),) * rank
     if any(v < minimum for v in out):
-        raise ValueError(f"{op}: {name} must be >= {minimum} in every dim, got {value!r}")
+        raise ValueError(f"{op}: {name} must be >= {minimum} in every dim, got {given!r}")
     return out
 
 
@@ -131,7 +156,7 @@ def padding_pairs(
     """Normalises ``padding`` to one ``(lo, hi)`` pair per spatial dim.
 
     Accepted forms, for spatial rank r:
-      - an int p: (p, p) everywhere;
+      - an int p, or one int in a sequence, ``(p,)`` (torch's rule): (p, p) everywhere;
       - r ints: symmetric per dim, e.g. (ph, pw);
       - r pairs: explicit, e.g. ((top, bottom), (left, right)); an int entry means (p, p);
       - "SAME" / "VALID" (any case): XLA's meaning, from the input size ``in_spatial``, the
@@ -143,6 +168,8 @@ def padding_pairs(
     """
     rank = len(in_spatial)
     padding = _plain(padding)
+    given = padding  # messages show what the caller passed, not its broadcast
+    padding = broadcast_one(padding, rank)
     if isinstance(padding, str):
         mode = padding.upper()
         if mode == "VALID":
@@ -153,12 +180,12 @@ def padding_pairs(
     expected = f"an int, {rank} ints, {rank} (lo, hi) pairs, 'SAME' or 'VALID'"
     if isinstance(padding, Sequence):
         if len(padding) != rank:
-            raise ValueError(f"{op}: padding must be {expected}, got {padding!r}")
+            raise ValueError(f"{op}: padding must be {expected}, got {given!r}")
         pairs = []
         for p in padding:
             if isinstance(p, Sequence) and not isinstance(p, str):
                 if len(p) != 2:
-                    raise ValueError(f"{op}: padding must be {expected}, got {padding!r}")
+                    raise ValueError(f"{op}: padding must be {expected}, got {given!r}")
                 pairs.append((_as_int(op, "padding", p[0]), _as_int(op, "padding", p[1])))
             else:
                 v = _as_int(op, "padding", p)
@@ -168,7 +195,7 @@ def padding_pairs(
         v = _as_int(op, "padding", padding)
         out = ((v, v),) * rank
     if any(v < 0 for pair in out for v in pair):
-        raise ValueError(f"{op}: padding must be >= 0, got {padding!r}")
+        raise ValueError(f"{op}: padding must be >= 0, got {given!r}")
     return out
 
 

@@ -52,7 +52,8 @@ def adaptive_bins(n: int, o: int) -> list[tuple[int, int]]:
 def _output_size(op: str, output_size: Any, in_spatial: tuple[int, ...]) -> tuple[int, ...]:
     r = len(in_spatial)
     _checks.check_static(op, "output_size", output_size)
-    value = _checks._plain(output_size)
+    # One entry, (o,) or (None,), means every dim, as an int does (torch's _pair/_triple rule).
+    value = _checks.broadcast_one(_checks._plain(output_size), r)
     if isinstance(value, (list, tuple)):
         if len(value) != r:
             raise ValueError(
@@ -141,8 +142,9 @@ def adaptive_avg_pool(x, output_size, *, layout: str = "NHWC") -> jax.Array:
     Args:
       x: (N, *spatial, C) ("NHWC") or (N, C, *spatial) ("NCHW"); spatial rank x.ndim - 2 here,
         the 1d/2d/3d forms also take one unbatched example.
-      output_size: int (every dim) or one entry per spatial dim, each an int >= 0 (0 gives an
-        empty result, as in torch) or, for 2-D and 3-D, None (keep that dim's input size).
+      output_size: an int or a one-entry sequence (every dim), or one entry per spatial dim;
+        each entry an int >= 0 (0 gives an empty result, as in torch) or, for 2-D and 3-D,
+        None (keep that dim's input size).
       layout: "NHWC" (default) or "NCHW".
 
     Returns:

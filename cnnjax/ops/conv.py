@@ -12,14 +12,20 @@ Layouts (``layout=``):
     ``torch.nn.functional`` runs unchanged in shape.
 The names stand for every spatial rank (1-D: NLC / NCL, 3-D: NDHWC / NCDHW). As in PyTorch, an
 unbatched ``x`` (one example, no N axis) is accepted and the result is unbatched too, and an
-empty batch (N = 0) gives an empty result once every other argument has been validated.
+empty batch (N = 0) gives an empty result once every other argument has been validated. An int
+or a one-element tuple (``2``, ``(2,)``) as stride, padding or dilation applies to every spatial
+dim, as in torch.
 
 Every argument is validated while tracing, so a bad one raises ``ValueError``/``TypeError`` before
 XLA runs, under ``jit`` too; a hyper-parameter passed as a traced value (``jax.jit(conv2d)(x, w,
 stride=2)``) gets an error showing how to make it static. All functions are jit-, grad- and
 vmap-safe.
 
-The ``impl`` argument picks how (every choice computes the same function):
+The ``impl`` argument picks how. Every choice computes the same convolution, though not bit for
+bit: the Toeplitz GEMM adds the products in another order, so on finite inputs its outputs and
+gradients differ from lax's by float rounding (float32 on CPU: within 1e-6 of ``conv(|x|,
+|w|)`` per entry, measured up to 4e-7, i.e. ~5e-6 on LeNet conv1's outputs near 25; GPUs that
+run float32 GEMMs or convs in TF32 may differ more):
   - "lax": ``jax.lax.conv_general_dilated``, any rank and ``groups``.
   - "toeplitz": 2-D only, ``groups == 1``: one block-Toeplitz GEMM
     (:mod:`cnnjax.ops.toeplitz`), faster on XLA:CPU and for small convs on GPU. Its structural
@@ -27,7 +33,7 @@ The ``impl`` argument picks how (every choice computes the same function):
     with "lax" (0 * inf = NaN): choose it explicitly only for finite data.
   - "auto" (default): "lax", except for a staged (jitted) 2-D conv where
     :func:`cnnjax.ops.toeplitz.use_toeplitz` says the Toeplitz GEMM wins; see :func:`conv` for
-    how "auto" keeps lax's results for NaN/inf, eager calls and forward-only calls.
+    how "auto" keeps lax's NaN/inf, and lax's exact values in eager calls.
 """
 
 from __future__ import annotations
@@ -354,13 +360,13 @@ def conv(
         (N, Ci, *spatial) or (Ci, *spatial). The spatial rank r is w.ndim - 2 >= 1.
       w: (*kernel, Ci/groups, Co); with layout="NCHW", (Co, Ci/groups, *kernel).
       b: (Co,) bias, or None.
-      stride: int or r ints, each >= 1.
-      padding: an int (both sides of every dim), r ints (both sides, per dim), r (lo, hi) pairs,
-        or a string: "valid"/"VALID" (no padding); "same" (PyTorch's: output size = input size,
-        extra padding after; stride must be 1); "SAME" (XLA's: ceil(n / stride) outputs, extra
-        padding after, any stride); "causal" (1-D only: dilation*(k-1) on the left, so output t
-        sees inputs <= t).
-      dilation: int or r ints, each >= 1 (kernel taps ``dilation`` apart).
+      stride: int, (int,) or r ints, each >= 1.
+      padding: an int or (int,) (both sides of every dim), r ints (both sides, per dim), r
+        (lo, hi) pairs, or a string: "valid"/"VALID" (no padding); "same" (PyTorch's: output
+        size = input size, extra padding after; stride must be 1); "SAME" (XLA's: ceil(n /
+        stride) outputs, extra padding after, any stride); "causal" (1-D only: dilation*(k-1)
+        on the left, so output t sees inputs <= t).
+      dilation: int, (int,) or r ints, each >= 1 (kernel taps ``dilation`` apart).
       groups: >= 1, dividing Ci and Co: channel group g of x meets only output channels of
         group g (groups == Ci is a depthwise conv).
       padding_mode: what the padding holds, PyTorch's ``Conv*d(padding_mode=...)``: "zeros"
@@ -385,11 +391,14 @@ def conv(
         outside 1-D, padding beyond what padding_mode allows, dilated kernel larger than the
         padded input, unknown impl/layout/padding_mode, impl="toeplitz" where it does not apply.
 
-    "auto" never changes results, only speed: eager (untraced) calls use lax; a traced 2-D conv
-    that :func:`~cnnjax.ops.toeplitz.use_toeplitz` picks runs the Toeplitz GEMM only when x and
-    w are all finite (one ``lax.cond``; under ``vmap`` one test for all members), so NaN/inf
-    give exactly lax's outputs; when the conv is not differentiated, it uses the Toeplitz GEMM
-    only where :func:`~cnnjax.ops.toeplitz.use_toeplitz_forward` says it wins forward.
+    "auto" changes speed, and results only by float rounding: eager (untraced) calls use lax
+    and give its values bit for bit; a traced 2-D conv that
+    :func:`~cnnjax.ops.toeplitz.use_toeplitz` picks runs the Toeplitz GEMM only when x and w
+    are all finite (one ``lax.cond``; under ``vmap`` one test for all members), else lax, so
+    NaN and inf land on exactly the outputs (and gradient entries) they land on with lax, and
+    finite values agree with lax's to rounding (see the module docstring for how close); when
+    the conv is not differentiated, it uses the Toeplitz GEMM only where
+    :func:`~cnnjax.ops.toeplitz.use_toeplitz_forward` says it wins forward.
 
     Example:
       >>> x, w = jnp.ones((8, 32, 32, 3)), jnp.ones((3, 3, 3, 16))

@@ -13,7 +13,8 @@ Layouts (``layout=``), for spatial rank r:
     kernel ``(*kernel, in, out)`` when groups == 1; the result is ``(N, *out, Co)``.
   - "NCHW": ``x`` is ``(N, Ci, *spatial)`` and ``w`` is torch's ``(Ci, Co/groups, *kernel)``;
     the result is ``(N, Co, *out)``.
-Unbatched ``x`` (no N axis) and empty batches are accepted as in :mod:`cnnjax.ops.conv`.
+Unbatched ``x`` (no N axis) and empty batches are accepted as in :mod:`cnnjax.ops.conv`, and an
+int or a one-element tuple as stride, padding, output_padding or dilation means every dim.
 
 Implementation: one ``lax.conv_general_dilated`` with the input dilated by ``stride``
 (``lhs_dilation``), the kernel flipped and regrouped, and padding ``dilation*(k-1) - padding``
@@ -167,10 +168,10 @@ def conv_transpose(
         or (Ci, *spatial). The spatial rank r is w.ndim - 2 >= 1.
       w: (*kernel, Ci, Co/groups); with layout="NCHW", torch's (Ci, Co/groups, *kernel).
       b: (Co,) bias, or None.
-      stride: int or r ints, each >= 1 (the upsampling factor).
-      padding: int, r ints or r (lo, hi) pairs, each >= 0: cropped from the full result.
-      output_padding: int or r ints, >= 0 and smaller than stride or dilation in each dim.
-      dilation: int or r ints, each >= 1.
+      stride: int, (int,) or r ints, each >= 1 (the upsampling factor).
+      padding: int, (int,), r ints or r (lo, hi) pairs, each >= 0: cropped from the full result.
+      output_padding: int, (int,) or r ints, >= 0 and smaller than stride or dilation in each dim.
+      dilation: int, (int,) or r ints, each >= 1.
       groups: >= 1, dividing Ci.
       layout: "NHWC" (default) or "NCHW".
 

@@ -213,7 +213,7 @@ def corr2d_kernel_matrix(K, input_shape: tuple[int, int]) -> jax.Array:
     K = _checks.as_real_array(op, "K", K)
     _checks.check_ndim(op, "K", K, 2, "(kh, kw)")
     _checks.check_nonempty(op, "K", K)
-    h, w = _checks.int_tuple(op, "input_shape", input_shape, 2, minimum=1)
+    h, w = _checks.int_tuple(op, "input_shape", input_shape, 2, minimum=1, one_means_all=False)
     _check_fits(op, (h, w), K.shape)
     K = K.astype(_checks.common_float_dtype(K))
     rows, cols = _toeplitz_index(h, w, *K.shape)

@@ -23,20 +23,27 @@ Input conventions, also torch's: ``layout="NHWC"`` (default; channels last, (N, 
 (N, D, H, W, C) in 3-D) or ``"NCHW"`` (channels first, torch's tensors unchanged); the 1d/2d/3d
 functions also take one unbatched example ((H, W, C), or (C, H, W) in "NCHW") and return it
 unbatched; a batch of N = 0 gives an empty result once every hyper-parameter has been checked.
-Hyper-parameters must be static Python values: under ``jax.jit`` bind them with
-``functools.partial`` or ``static_argnames``.
+An int or a one-element tuple (``3``, ``(3,)``) as window, stride, padding, dilation or
+output_size applies to every spatial dim. Hyper-parameters must be static Python values: under
+``jax.jit`` bind them with ``functools.partial`` or ``static_argnames``.
 
 Arguments are validated while tracing (so also under ``jit``); everything is jit-, grad- and
 vmap-safe.
 
-The ``impl`` argument picks how (every choice computes the same function):
+The ``impl`` argument picks how. Max pooling's values are the same with every choice, bit for
+bit (a maximum is exact; NaN/inf included); average pooling's values and gradients agree to the
+rounding of the window sum (bit for bit on XLA:CPU in our checks); max pooling's gradients
+differ at ties, see "reshape":
   - "lax": ``jax.lax.reduce_window``; for dilated max pooling or ``return_indices``, one strided
     slice per window tap and a choice among the taps (reduce_window's max has no reverse-mode
     derivative with dilation, and no argmax).
   - "reshape": only for non-overlapping windows (stride == window, no padding or dilation, no
     ceil-mode overhang, no indices, no ``divisor_override``): reshape to ``(N, H/k, k, W/k, k,
     C)`` and reduce the k axes (trailing rows/columns that fill no window are dropped, as floor
-    mode does). Exact, and much faster than ``reduce_window`` on XLA:CPU, backward too.
+    mode does). Much faster than ``reduce_window`` on XLA:CPU, backward too. Max pooling's
+    gradient is ``jnp.max``'s: where a window's maximum is tied (an all-zero window after a
+    ReLU) it is split evenly among the tied entries, where "lax" and torch give it all to one;
+    a window holding NaN passes NaN gradients to all its entries.
   - "auto" (default): "reshape" where it applies, else "lax".
 """
 
@@ -333,12 +340,12 @@ _MAX_DOC_ARGS = """
     Args:
       x: (N, *spatial, C) in "NHWC" layout, (N, C, *spatial) in "NCHW"; the 1d/2d/3d forms also
         take one unbatched example (no N axis) and return it unbatched.
-      window: int or r ints, each >= 1 (torch's ``kernel_size``).
-      stride: int or r ints, each >= 1; None (default) means ``window`` (torch's default; Flax's
-        pooling defaults to 1).
-      padding: int, r ints, r (lo, hi) pairs or "SAME"/"VALID" (as in :func:`cnnjax.ops.conv`),
-        at most half the window; padded positions never win (-inf).
-      dilation: int or r ints, each >= 1: taps ``dilation`` apart.
+      window: int, (int,) or r ints, each >= 1 (torch's ``kernel_size``).
+      stride: int, (int,) or r ints, each >= 1; None (default) means ``window`` (torch's
+        default; Flax's pooling defaults to 1).
+      padding: int, (int,), r ints, r (lo, hi) pairs or "SAME"/"VALID" (as in
+        :func:`cnnjax.ops.conv`), at most half the window; padded positions never win (-inf).
+      dilation: int, (int,) or r ints, each >= 1: taps ``dilation`` apart.
       ceil_mode: round the output size up (torch's rule, see the module docstring).
       return_indices: also return the flat index of each maximum (see the module docstring).
       impl: "auto", "lax" or "reshape" (non-overlapping windows only).
@@ -362,10 +369,10 @@ _AVG_DOC_ARGS = """
     Args:
       x: (N, *spatial, C) in "NHWC" layout, (N, C, *spatial) in "NCHW"; the 1d/2d/3d forms also
         take one unbatched example (no N axis) and return it unbatched.
-      window: int or r ints, each >= 1 (torch's ``kernel_size``).
-      stride: int or r ints, each >= 1; None (default) means ``window`` (torch's default; Flax's
-        pooling defaults to 1).
-      padding: int, r ints, r (lo, hi) pairs or "SAME"/"VALID", at most half the window.
+      window: int, (int,) or r ints, each >= 1 (torch's ``kernel_size``).
+      stride: int, (int,) or r ints, each >= 1; None (default) means ``window`` (torch's
+        default; Flax's pooling defaults to 1).
+      padding: int, (int,), r ints, r (lo, hi) pairs or "SAME"/"VALID", at most half the window.
       ceil_mode: round the output size up (torch's rule, see the module docstring).
       count_include_pad: True divides each window sum by the window clipped to input + padding
         (padding counts as zeros); False by the number of real input elements in the window.
@@ -545,11 +552,17 @@ def _unpool(op: str, x, indices, window, stride, padding, output_size, layout, r
         out = default
     else:
         _checks.check_static(op, "output_size", output_size)
-        sizes = list(_checks._plain(output_size)) if not isinstance(output_size, int) else None
-        if sizes is not None and len(sizes) == r + 2:
-            sizes = sizes[2:] if first else sizes[1:-1]
-        out = _checks.int_tuple(op, "output_size", sizes if sizes is not None else output_size,
-                                r, minimum=1)  # fmt: skip
+        sizes = _checks._plain(output_size)
+        if isinstance(sizes, (list, tuple)):
+            if len(sizes) == r + 2:
+                # torch also takes the full shape, batch and channel axes included.
+                sizes = sizes[2:] if first else sizes[1:-1]
+            elif len(sizes) not in (1, r):
+                raise ValueError(
+                    f"{op}: output_size must be an int, {r} ints (one per spatial dim) or the"
+                    f" full {r + 2}-D shape, got {output_size!r}"
+                )
+        out = _checks.int_tuple(op, "output_size", sizes, r, minimum=1)
         for o, d, s in zip(out, default, strides):
             if not d - s < o < d + s:
                 raise ValueError(
@@ -616,11 +629,12 @@ _UNPOOL_DOC = """
         traced ones (under jit) cannot be, and entries outside the range are dropped. Where
         two entries share an index (overlapping windows), one value is written and, as in
         torch, the gradient of each entry is the output gradient at its index.
-      window, stride, padding: those of the max pooling being undone (stride None = window;
-        padding an int, r ints or r (lo, hi) pairs).
-      output_size: None for the default ``(in - 1) * stride + window - lo - hi`` per dim, or r
-        sizes (or the full r + 2 shape, in the layout's order) strictly between default - stride
-        and default + stride, to recover an input size floor-mode pooling rounded down.
+      window, stride, padding: those of the max pooling being undone: an int, (int,) or r ints
+        (stride None = window; padding also r (lo, hi) pairs).
+      output_size: None for the default ``(in - 1) * stride + window - lo - hi`` per dim, or an
+        int, (int,), r sizes or the full r + 2 shape (in the layout's order), each strictly
+        between default - stride and default + stride, to recover an input size floor-mode
+        pooling rounded down.
       layout: "NHWC" (default) or "NCHW".
 
     Returns:

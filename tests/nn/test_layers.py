@@ -1,5 +1,7 @@
 """cnnjax.nn: Flax's parameter layout and names, the ops' numerics, torch's pooling defaults."""
 
+import re
+
 import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
@@ -122,3 +124,76 @@ def test_conv_transpose_has_flax_names_and_computes_ops_conv_transpose():
         x, params["kernel"], params["bias"], stride=2, padding=1, output_padding=1, groups=2
     )
     h.close(y, want)
+
+
+@pytest.mark.parametrize("layer", [nn.Conv, nn.ConvTranspose])
+def test_conv_layers_refuse_bad_kernel_sizes_and_param_dtypes(layer):
+    x, key, name = jnp.ones((1, 8, 8, 2)), jax.random.key(0), layer.__name__
+    for kernel_size in ((0, 3), (3, -1)):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(f"{name}: kernel_size must be >= 1 in every dim, got {kernel_size}"),
+        ):
+            layer(4, kernel_size).init(key, x)
+    for dtype, shown in ((jnp.int32, "int32"), (jnp.bool_, "bool"), (None, "None")):
+        with pytest.raises(
+            TypeError,
+            match=re.escape(
+                f"{name}: param_dtype must be a floating-point dtype (e.g. jnp.float32 or"
+                f" jnp.bfloat16), got {shown}"
+            ),
+        ):
+            layer(4, (3, 3), param_dtype=dtype).init(key, x)
+    params = layer(4, (3, 3), param_dtype=jnp.bfloat16).init(key, x)["params"]
+    assert params["kernel"].dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match=rf"{name}: x must be \(N, \*spatial, C\)"):
+        layer(4, (3, 3)).init(key, jnp.ones((8, 8)))
+
+
+def test_conv_applied_to_other_channels_than_at_init_says_so():
+    layer, key = nn.Conv(6, (5, 5), padding=2), jax.random.key(0)
+    params = layer.init(key, jnp.ones((1, 28, 28, 1)))
+    rgb = jnp.ones((2, 28, 28, 3))
+    msg = "Conv: input has 3 channels but the kernel was built for 1 (kernel shape (5, 5, 1, 6))"
+    for apply in (layer.apply, jax.jit(layer.apply)):
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            apply(params, rgb)
+    # Grouped: the message counts per group.
+    grouped = nn.Conv(4, (3, 3), groups=2)
+    params = grouped.init(key, jnp.ones((1, 6, 6, 2)))
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Conv: input has 4 channels, 2 per group (groups=2), but the kernel was built for 1"
+            " per group (kernel shape (3, 3, 1, 4))"
+        ),
+    ):
+        grouped.apply(params, jnp.ones((1, 6, 6, 4)))
+
+
+def test_conv_layers_applied_to_parameters_of_another_shape_say_so():
+    key, x = jax.random.key(0), jnp.ones((1, 6, 6, 2))
+    params = nn.Conv(4, (3, 3)).init(key, x)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Conv: the 'kernel' parameter has shape (3, 3, 2, 4), but kernel_size, features,"
+            " groups and the 2-channel input need (3, 3, 2, 8)"
+        ),
+    ):
+        nn.Conv(8, (3, 3)).apply(params, x)
+    bad_bias = {"params": {**params["params"], "bias": jnp.zeros(5)}}
+    with pytest.raises(
+        ValueError, match=re.escape("Conv: the 'bias' parameter has shape (5,), but features=4")
+    ):
+        nn.Conv(4, (3, 3)).apply(bad_bias, x)
+    up = nn.ConvTranspose(4, (2, 2), stride=2)
+    params = up.init(key, x)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "ConvTranspose: input has 3 channels but the kernel was built for 2 (kernel shape"
+            " (2, 2, 2, 4))"
+        ),
+    ):
+        up.apply(params, jnp.ones((1, 6, 6, 3)))

@@ -210,6 +210,43 @@ def test_auto_forward_only_choice(x_shape, w_shape, pad, forward_toeplitz):
     h.close(jax.jit(f)(x, w), ops.conv2d(x, w, padding=pad, impl="lax"))
 
 
+# What "auto" promises for finite inputs: lax's values up to float rounding, not bit for bit.
+# The Toeplitz GEMM adds the products in another order; per output, float32 on CPU stays within
+# 1e-6 of conv(|x|, |w|) (measured <= 4e-7 on LeNet's convs, i.e. ~5e-6 absolute on conv1's
+# outputs near 25). GPUs may run float32 GEMMs and convs in TF32: helpers' GPU tolerance.
+_AUTO_VS_LAX_RTOL = 1e-6
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, pad",
+    [((32, 28, 28, 1), (5, 5, 1, 6), 2), ((32, 14, 14, 6), (5, 5, 6, 16), 0)],  # LeNet's convs
+)
+def test_auto_agrees_with_lax_to_float_rounding_under_jit(x_shape, w_shape, pad):
+    rng = np.random.default_rng(4)
+    x, w, b = h.random(rng, x_shape), h.random(rng, w_shape), h.random(rng, w_shape[-1:])
+    n, size, co = x_shape[0], x_shape[1] + 2 * pad - w_shape[0] + 1, w_shape[-1]
+    ct = h.random(rng, (n, size, size, co))
+
+    def outputs(impl, x, w, b, ct):
+        """The forward-only conv, then the differentiated one's output and x, w, b gradients."""
+        conv = functools.partial(ops.conv2d, padding=pad, impl=impl)
+        y, vjp = jax.vjp(conv, x, w, b)
+        return (conv(x, w, b), y, *vjp(ct))
+
+    # The differentiated conv runs the GEMM (as LeNet's training step does).
+    assert "dot_general" in str(jax.make_jaxpr(functools.partial(outputs, "auto"))(x, w, b, ct))
+    auto = jax.jit(functools.partial(outputs, "auto"))(x, w, b, ct)
+    lax_ = jax.jit(functools.partial(outputs, "lax"))(x, w, b, ct)
+    # Each entry's scale: the same sum over the absolute values of its terms.
+    scales = outputs("lax", jnp.abs(x), jnp.abs(w), jnp.abs(b), jnp.abs(ct))
+    tol = _AUTO_VS_LAX_RTOL if jax.default_backend() == "cpu" else h.rel_tol(jnp.float32)
+    names = ("y (forward only)", "y", "dx", "dw", "db")
+    for name, got, want, scale in zip(names, auto, lax_, scales):
+        err = np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))
+        worst = float(np.max(err / np.asarray(scale, np.float64)))
+        assert worst <= tol, f"{name}: |auto - lax| reaches {worst:.3g} of the scale, over {tol}"
+
+
 @pytest.mark.parametrize(
     "x_shape, w_shape, stride, pad",
     [
