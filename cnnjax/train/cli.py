@@ -67,9 +67,12 @@ def load_config(argv: Sequence[str]) -> tuple[Any, list[str]]:
     if path is None:
         raise ConfigError("--config is required: a config file, e.g. --config=configs/lenet.py")
     config = load_config_file(path)
-    for arg in rest[1:]:
+    for i, arg in enumerate(rest[1:], start=1):
         if arg.startswith("--config."):
-            check_override(arg[len("--config.") :].split("=", 1)[0])
+            key, eq, value = arg[len("--config.") :].partition("=")
+            if not eq and i + 1 < len(rest) and not rest[i + 1].startswith("-"):
+                value = rest[i + 1]  # --config.key value
+            check_override(key, value if eq or value else None)
     return config, rest
 
 

@@ -214,23 +214,33 @@ def _unknown_key_message(path: str, key: str, known: list[str]) -> str:
     return msg + f"; valid keys: {sorted(known)}"
 
 
-def check_override(dotted_key: str) -> None:
-    """Checks that a command-line override ``--config.<dotted_key>=...`` names real sections.
+def check_override(dotted_key: str, value: str | None = None) -> None:
+    """Checks a command-line override ``--config.<dotted_key>=<value>`` before absl parses it.
 
     ``ml_collections`` fails with a bare ``KeyError`` traceback on an override below an unknown
     key (``--config.optimiser.lr=0.1``); this names the key like :func:`resolve_config` does.
+    And its parser turns a bare number given to a sequence key into a one-element tuple
+    (``--config.population.seeds=3`` would train seed 3, not 3 seeds); that is refused here.
     An unknown last component is left to :func:`resolve_config`.
 
     Raises:
-      ConfigError: a section on the way to the last key does not exist.
+      ConfigError: a section on the way to the last key does not exist, or a sequence key is
+        given something other than a ``(...)``/``[...]`` literal.
     """
-    *sections, _ = dotted_key.split(".")
+    *sections, last = dotted_key.split(".")
     node, path = default_config(), ""
     for key in sections:
         if not isinstance(node, ml_collections.ConfigDict) or key not in node:
             known = list(node) if isinstance(node, ml_collections.ConfigDict) else []
             raise ConfigError(_unknown_key_message(path, key, known))
         node, path = node[key], f"{path}.{key}" if path else key
+    if value is None or last not in node or not isinstance(node[last], tuple):
+        return
+    if not value.strip().startswith(("(", "[")):
+        raise ConfigTypeError(
+            f"config.{dotted_key} must be a sequence, got {value!r}; write it as a tuple, e.g. "
+            f"--config.{dotted_key}='({value.strip()},)' for one element"
+        )
 
 
 def _write(node: ml_collections.ConfigDict, value: Mapping[str, Any], path: str) -> None:
@@ -315,6 +325,80 @@ def _resolve_population(c: ml_collections.ConfigDict) -> None:
     pop.learning_rates = tuple(float(r) for r in rates)
 
 
+def _check_run(c: ml_collections.ConfigDict) -> None:
+    """The top-level keys and where the run runs (platform, mesh, processes)."""
+    # A seed is a uint32 key; seed + i must stay one for every derived member seed.
+    _require(0 <= c.seed <= _MAX_SEED, "seed", f"in [0, {_MAX_SEED}]", c.seed)
+    for key in ("num_epochs", "batch_size", "eval_batch_size"):
+        _require(c[key] >= 1, key, ">= 1", c[key])
+    _require(c.profile_steps >= 0, "profile_steps", ">= 0 (0 means no profile)", c.profile_steps)
+    _check_choice("loop", c.loop, LOOPS)
+    _require(
+        math.isfinite(c.max_loss_factor) and (c.max_loss_factor == 0 or c.max_loss_factor > 1),
+        "max_loss_factor",
+        "0 (off) or a finite number > 1",
+        c.max_loss_factor,
+    )
+
+    _check_choice("platform", c.platform, PLATFORMS)
+    for key in ("population", "data"):
+        _require(c.mesh[key] >= 0, f"mesh.{key}", ">= 0 (0 means automatic)", c.mesh[key])
+    dist = c.distributed
+    _require(dist.num_processes >= 1, "distributed.num_processes", ">= 1", dist.num_processes)
+    _require(
+        0 <= dist.process_id < dist.num_processes,
+        "distributed.process_id",
+        f"in [0, num_processes={dist.num_processes})",
+        dist.process_id,
+    )
+
+
+def _check_data(c: ml_collections.ConfigDict) -> None:
+    d = c.data
+    _check_choice("data.source", d.source, data.LOAD_SOURCES)
+    _check_choice("data.normalize", d.normalize, data.NORMALIZATIONS)
+    _check_choice("data.fallback_epochs", d.fallback_epochs, FALLBACK_EPOCHS)
+    for key in ("train_limit", "test_limit", "validation_size"):
+        _require(d[key] >= 0, f"data.{key}", ">= 0 (0 means all/none)", d[key])
+    _require(d.random_shift >= 0, "data.random_shift", ">= 0 pixels (0 means none)", d.random_shift)
+    if d.train_limit:
+        _require(
+            d.train_limit >= c.batch_size + d.validation_size,
+            "data.train_limit",
+            f"0 (all) or >= batch_size + data.validation_size = "
+            f"{c.batch_size + d.validation_size} (an epoch drops the partial batch)",
+            d.train_limit,
+        )
+
+
+def _check_optimizer(c: ml_collections.ConfigDict) -> None:
+    opt = c.optimizer
+    _check_choice("optimizer.name", opt.name, OPTIMIZERS)
+    _check_choice("optimizer.schedule", opt.schedule, SCHEDULES)
+    lr = opt.learning_rate
+    _require(math.isfinite(lr) and lr > 0, "optimizer.learning_rate", "finite and > 0", lr)
+    _require(0.0 <= opt.momentum < 1.0, "optimizer.momentum", "in [0, 1)", opt.momentum)
+    _require(
+        math.isfinite(opt.weight_decay) and opt.weight_decay >= 0.0,
+        "optimizer.weight_decay",
+        "finite and >= 0",
+        opt.weight_decay,
+    )
+    _require(opt.warmup_epochs >= 0, "optimizer.warmup_epochs", ">= 0", opt.warmup_epochs)
+    if opt.schedule == "warmup_cosine":
+        _require(
+            opt.warmup_epochs < c.num_epochs,
+            "optimizer.warmup_epochs",
+            f"< num_epochs={c.num_epochs} for schedule 'warmup_cosine'",
+            opt.warmup_epochs,
+        )
+    elif opt.warmup_epochs:
+        raise ConfigError(
+            f"config.optimizer.warmup_epochs is only used by schedule 'warmup_cosine', "
+            f"got warmup_epochs={opt.warmup_epochs} with schedule {opt.schedule!r}"
+        )
+
+
 def resolve_config(config: Any) -> ml_collections.ConfigDict:
     """Validates ``config`` against :func:`default_config` and returns the full, locked config.
 
@@ -345,68 +429,9 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
     c.lock()
     _write(c, config, "")
 
-    # A seed is a uint32 key; seed + i must stay one for every derived member seed.
-    _require(0 <= c.seed <= _MAX_SEED, "seed", f"in [0, {_MAX_SEED}]", c.seed)
-    for key in ("num_epochs", "batch_size", "eval_batch_size"):
-        _require(c[key] >= 1, key, ">= 1", c[key])
-    _require(c.profile_steps >= 0, "profile_steps", ">= 0 (0 means no profile)", c.profile_steps)
-    _check_choice("loop", c.loop, LOOPS)
-    _require(
-        math.isfinite(c.max_loss_factor) and (c.max_loss_factor == 0 or c.max_loss_factor > 1),
-        "max_loss_factor",
-        "0 (off) or a finite number > 1",
-        c.max_loss_factor,
-    )
-
-    _check_choice("platform", c.platform, PLATFORMS)
-    for key in ("population", "data"):
-        _require(c.mesh[key] >= 0, f"mesh.{key}", ">= 0 (0 means automatic)", c.mesh[key])
-    dist = c.distributed
-    _require(dist.num_processes >= 1, "distributed.num_processes", ">= 1", dist.num_processes)
-    _require(
-        0 <= dist.process_id < dist.num_processes,
-        "distributed.process_id",
-        f"in [0, num_processes={dist.num_processes})",
-        dist.process_id,
-    )
-
-    d = c.data
-    _check_choice("data.source", d.source, data.LOAD_SOURCES)
-    _check_choice("data.normalize", d.normalize, data.NORMALIZATIONS)
-    _check_choice("data.fallback_epochs", d.fallback_epochs, FALLBACK_EPOCHS)
-    for key in ("train_limit", "test_limit", "validation_size"):
-        _require(d[key] >= 0, f"data.{key}", ">= 0 (0 means all/none)", d[key])
-    _require(d.random_shift >= 0, "data.random_shift", ">= 0 pixels (0 means none)", d.random_shift)
-    if d.train_limit:
-        _require(
-            d.train_limit >= c.batch_size + d.validation_size,
-            "data.train_limit",
-            f"0 (all) or >= batch_size + data.validation_size = "
-            f"{c.batch_size + d.validation_size} (an epoch drops the partial batch)",
-            d.train_limit,
-        )
-
-    opt = c.optimizer
-    _check_choice("optimizer.name", opt.name, OPTIMIZERS)
-    _check_choice("optimizer.schedule", opt.schedule, SCHEDULES)
-    lr = opt.learning_rate
-    _require(math.isfinite(lr) and lr > 0, "optimizer.learning_rate", "finite and > 0", lr)
-    _require(0.0 <= opt.momentum < 1.0, "optimizer.momentum", "in [0, 1)", opt.momentum)
-    _require(opt.weight_decay >= 0.0, "optimizer.weight_decay", ">= 0", opt.weight_decay)
-    _require(opt.warmup_epochs >= 0, "optimizer.warmup_epochs", ">= 0", opt.warmup_epochs)
-    if opt.schedule == "warmup_cosine":
-        _require(
-            opt.warmup_epochs < c.num_epochs,
-            "optimizer.warmup_epochs",
-            f"< num_epochs={c.num_epochs} for schedule 'warmup_cosine'",
-            opt.warmup_epochs,
-        )
-    elif opt.warmup_epochs:
-        raise ConfigError(
-            f"config.optimizer.warmup_epochs is only used by schedule 'warmup_cosine', "
-            f"got warmup_epochs={opt.warmup_epochs} with schedule {opt.schedule!r}"
-        )
-
+    _check_run(c)
+    _check_data(c)
+    _check_optimizer(c)
     try:
         LeNet.from_config(c.model)
     except (TypeError, ValueError) as e:

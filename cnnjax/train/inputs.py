@@ -146,7 +146,10 @@ def load_inputs(
 
     def put(images: np.ndarray, labels: np.ndarray) -> data.DeviceSplit:
         # Every process holds the whole split, so each puts its own devices' part there.
-        return data.to_device(images, labels, normalize=cfg.normalize, device=sharding, **stats)
+        try:
+            return data.to_device(images, labels, normalize=cfg.normalize, device=sharding, **stats)
+        except data.NormalizationError as e:
+            raise ConfigError(f"config.data.normalize={cfg.normalize!r}: {e}") from e
 
     arrays = [train_x, train_y, test_x, test_y] + (list(val) if val is not None else [])
     fingerprint = {

@@ -124,6 +124,12 @@ def select_platform(platform: str) -> list[jax.Device]:
             # The pinned platform failed before any backend was kept: let JAX choose again.
             jax.config.update("jax_platforms", None)
         pin = jax.config.jax_platforms
+        if platform == "auto" and pin:
+            raise DeviceError(
+                f"JAX cannot start any of jax_platforms={pin!r} (set by JAX_PLATFORMS or an "
+                f"earlier choice): {str(err).splitlines()[0]}. Unset JAX_PLATFORMS, or set it "
+                f"to platforms this machine has (cpu; cuda or rocm for a GPU; tpu)"
+            ) from err
         pin = (
             f"; jax_platforms={pin!r} (JAX_PLATFORMS or an earlier choice) limits JAX"
             if pin

@@ -314,11 +314,15 @@ class RunDir:
         """Appends one epoch's ``rows`` to ``metrics.jsonl`` and ``metrics.csv``.
 
         Appending is not atomic; a run killed mid-append is rebuilt whole from its checkpoint
-        when it resumes (:meth:`write_metrics`).
+        when it resumes (:meth:`write_metrics`). Rows with other columns than the file's (a run
+        resumed with ``per_example_grads`` turned on) rebuild the files with every column.
         """
         if not self.primary:
             return
         rows = [to_json(r) for r in rows]
+        if rows and self._csv_header() not in (None, list(rows[0])):
+            self.write_metrics(self.read_metrics() + rows)
+            return
         for name, write in (
             ("metrics.jsonl", lambda f: f.writelines(json.dumps(r) + "\n" for r in rows)),
             ("metrics.csv", lambda f: _write_csv(f, rows, header=f.tell() == 0)),
@@ -331,6 +335,13 @@ class RunDir:
                 raise WriteError(
                     e.errno, f"could not write {path}: {e.strerror}{self._last_good()}"
                 ) from e
+
+    def _csv_header(self) -> list[str] | None:
+        try:
+            with open(self.file("metrics.csv"), newline="") as f:
+                return next(csv.reader(f), None)
+        except FileNotFoundError:
+            return None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """``metrics.jsonl``: one dict per (epoch, member), in the order written."""
@@ -491,7 +502,8 @@ class RunDir:
 
 def _write_csv(f: io.TextIOBase, rows: Sequence[dict[str, Any]], *, header: bool) -> None:
     if rows:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        columns = list(dict.fromkeys(k for row in rows for k in row))  # every column, in order
+        writer = csv.DictWriter(f, fieldnames=columns)
         if header:
             writer.writeheader()
         writer.writerows(rows)

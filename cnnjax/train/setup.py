@@ -140,14 +140,64 @@ def _check_model_fits(model: LeNet, input_shape: tuple[int, ...]) -> None:
         ) from e
 
 
-def _initial_state(config, model, input_shape, steps_per_epoch: int, sharding) -> TrainState:
-    """The population's initial state; a model that does not fit the data is a ConfigError."""
+# Training holds the state, its gradients and the updated state at once (the step donates the
+# old one, but the gradients and optimizer temporaries live beside both).
+_TRAINING_COPIES = 3
+
+
+def _memory_per_device(device: jax.Device, devices_sharing: int) -> int | None:
+    """Bytes one device can hold: its allocator's limit (GPU/TPU), or the host's memory shared
+    by the CPU devices of this process; None if unknown."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
     try:
+        host = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+    return host // max(devices_sharing, 1)
+
+
+def _check_state_fits(create: Callable[[], TrainState], config, mesh: Mesh) -> None:
+    """Refuses a population whose training state cannot fit in the devices' memory, from its
+    shapes alone (``jax.eval_shape``: nothing is allocated), instead of failing or swapping
+    after minutes of allocating it."""
+    shapes = jax.eval_shape(create)
+    total = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
+    pop_devices = int(mesh.shape["pop"])
+    device = mesh.devices.flat[0]
+    local = sum(d.process_index == device.process_index for d in mesh.devices.flat)
+    available = _memory_per_device(device, local if device.platform == "cpu" else 1)
+    need = _TRAINING_COPIES * total // pop_devices
+    if available is None or need <= available:
+        return
+    size = config.population.size
+    fits = max(size * available // need, 0)
+    raise ConfigError(
+        f"config.population.size={size}: training needs about {need / 2**30:.1f} GiB per "
+        f"device ({total / size / 2**20:.2f} MiB of state per member, x{_TRAINING_COPIES} while "
+        f"training, over {pop_devices} device(s) along the population axis), but a "
+        f"{device.platform} device here has {available / 2**30:.1f} GiB; use at most about "
+        f"{fits} members per run, or more devices"
+    )
+
+
+def _initial_state(config, model, input_shape, steps_per_epoch: int, mesh: Mesh) -> TrainState:
+    """The population's initial state; a model that does not fit the data, or a population that
+    does not fit in memory, is a ConfigError."""
+
+    def create(sharding=None) -> TrainState:
         return create_population(
             config, model, input_shape, steps_per_epoch=steps_per_epoch, sharding=sharding
         )
+
+    try:
+        _check_state_fits(create, config, mesh)
+        return create(parallel.state_sharding(mesh))
+    except ConfigError:
+        raise
     except (TypeError, ValueError):
-        # Diagnosed only on failure: tracing the model twice would cost every start-up.
+        # Only on failure: tracing the bare model names the layer that does not fit.
         _check_model_fits(model, input_shape)
         raise
 
@@ -179,9 +229,7 @@ def set_up(
     _check_shift_fits(config.data.random_shift, inputs.input_shape)
     steps_per_epoch = inputs.fingerprint["num_train"] // config.batch_size
     model = LeNet.from_config(config.model)
-    state = _initial_state(
-        config, model, inputs.input_shape, steps_per_epoch, parallel.state_sharding(mesh)
-    )
+    state = _initial_state(config, model, inputs.input_shape, steps_per_epoch, mesh)
     return Setup(
         config=config,
         mesh=mesh,

@@ -164,7 +164,7 @@ def eval_step(state: TrainState, batch: tuple[jax.Array, jax.Array, jax.Array]) 
     losses = jnp.where(mask, cross_entropy(logits, y), 0.0)
     correct = mask & (jnp.argmax(logits, axis=-1) == y)
     return {
-        "loss_sum": jnp.sum(losses),
+        "loss_sum": jnp.sum(losses).astype(jnp.float32),
         "correct": jnp.sum(correct.astype(jnp.float32)),
         "count": jnp.sum(mask.astype(jnp.float32)),
     }

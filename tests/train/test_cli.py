@@ -161,6 +161,37 @@ def _error_cases(tmp_path):
             "cannot use workdir",
         ),
         "seed out of range": (good() + ["--config.seed=4294967296"], "config.seed must be in"),
+        "config whose get_config raises": (
+            [
+                _bad_config_file(tmp_path, "raises", "def get_config():\n    raise OSError('x')\n"),
+                "--workdir=x",
+            ],
+            "get_config() raised OSError: x",
+        ),
+        "override that does not parse": (good() + ["--config.num_epochs=abc"], "num_epochs=abc"),
+        "non-boolean override": (good() + ["--config.progress=yes"], "config.progress=yes"),
+        "no workdir": (["--config=configs/lenet.py"], "--workdir is required"),
+        "seeds as a bare number": (
+            good() + ["--config.population.seeds=3"],
+            "config.population.seeds must be a sequence",
+        ),
+        "infinite weight decay": (
+            good() + ["--config.optimizer.weight_decay=inf"],
+            "weight_decay must be finite",
+        ),
+        "a population that cannot fit": (
+            good() + ["--config.population.size=1000000"],
+            "config.population.size=1000000: training needs",
+        ),
+        "data dir that is a file": (
+            good()
+            + [
+                "--config.data.source=idx",
+                "--config.data.name=fashion_mnist",
+                f"--config.data.dir={tmp_path / 'a_file'}",
+            ],
+            "is a file, not a directory",
+        ),
     }
 
 
