@@ -315,3 +315,47 @@ def test_black_is_the_normalised_zero_pixel():
     np.testing.assert_allclose(inputs.black, expected, rtol=1e-6)
     plain = load_inputs(resolve_config(tiny_config()).data, batch_size=32, num_classes=10)
     assert plain.black == (0.0,)
+
+
+# --------------------------------------------------------------------------------------------
+# TensorBoard and profiles, read back with TensorBoard's own reader.
+
+
+def test_a_run_writes_tensorboard_per_member(tmp_path):
+    from tests.train.test_tensorboard import _hparams_data, _read, _scalars
+
+    config = tiny_config(
+        population__size=2, population__learning_rates=(0.5, 0.2), data__validation_size=50
+    )
+    result = train_and_evaluate(config, tmp_path / "run")
+    logdir = tmp_path / "run" / "tensorboard"
+    records = read_metrics(tmp_path / "run")
+    for i in range(2):
+        acc = _read(logdir / f"member_{i}")
+        tags = set(acc.Tags()["scalars"])
+        assert {"train/loss", "train/accuracy", "val/loss", "val/accuracy"} <= tags
+        assert {"learning_rate", "examples_per_second", "diverged", "train/grad_norm"} <= tags
+        mine = [r for r in records if r["member"] == i]
+        assert [s for s, _ in _scalars(acc, "val/accuracy")] == [1, 2]
+        np.testing.assert_allclose(
+            [v for _, v in _scalars(acc, "train/loss")], [r["train_loss"] for r in mine], 1e-6
+        )
+        # The test set, evaluated once at the end, is logged at the last epoch.
+        np.testing.assert_allclose(
+            _scalars(acc, "test/accuracy"), [(2, result["test_accuracy"][i])], 1e-6
+        )
+        assert _scalars(acc, "learning_rate")[0][1] == pytest.approx((0.5, 0.2)[i])
+        start = _hparams_data(acc, "session_start_info").session_start_info.hparams
+        assert start["seed"].number_value == i
+        assert start["learning_rate"].number_value == pytest.approx((0.5, 0.2)[i])
+    figures = _read(logdir / "figures")
+    assert figures.Tags()["images"] == ["learning_curves"]
+
+
+def test_profile_steps_writes_a_trace_and_changes_nothing(reference, tmp_path):
+    workdir, _ = reference
+    train_and_evaluate(tiny_config(profile_steps=2), tmp_path / "run")
+    traces = list((tmp_path / "run" / "tensorboard" / "plugins" / "profile").iterdir())
+    assert len(traces) == 1 and any(p.name.endswith(".trace.json.gz") for p in traces[0].iterdir())
+    assert any(p.name == "perfetto_trace.json.gz" for p in traces[0].iterdir())
+    assert_identical(read_metrics(tmp_path / "run"), read_metrics(workdir))
