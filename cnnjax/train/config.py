@@ -39,6 +39,9 @@ Keys (defaults in :func:`default_config`):
 * ``distributed.{coordinator_address, num_processes, process_id}``: ``""`` is one process;
   ``"auto"`` lets JAX detect a TPU pod or SLURM job; else ``HOST:PORT`` of process 0.
 * ``per_example_grads``: also log per-example gradient-norm statistics (costs a ``vmap(grad)``).
+* ``evaluate_test``: evaluate the final state on the test set (the default). ``False`` never
+  touches the test set -- for screening runs chosen on validation (needs
+  ``data.validation_size``); the summary then reports the validation split.
 * ``profile_steps``: N > 0 writes a ``jax.profiler`` trace of N training steps (run on a copy of
   the initial state, so training is unaffected) under ``<workdir>/tensorboard``, for TensorBoard's
   profile tab or Perfetto; 0 (default) none.
@@ -140,6 +143,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.distributed.num_processes = 1
     c.distributed.process_id = 0
     c.per_example_grads = False
+    c.evaluate_test = True
     c.profile_steps = 0
     c.progress = True
     return c
@@ -332,6 +336,11 @@ def _check_run(c: ml_collections.ConfigDict) -> None:
     for key in ("num_epochs", "batch_size", "eval_batch_size"):
         _require(c[key] >= 1, key, ">= 1", c[key])
     _require(c.profile_steps >= 0, "profile_steps", ">= 0 (0 means no profile)", c.profile_steps)
+    if not c.evaluate_test and not c.data.validation_size:
+        raise ConfigError(
+            "config.evaluate_test=False leaves nothing to evaluate on: set "
+            "data.validation_size > 0 (a held-out split evaluated every epoch)"
+        )
     _check_choice("loop", c.loop, LOOPS)
     _require(
         math.isfinite(c.max_loss_factor) and (c.max_loss_factor == 0 or c.max_loss_factor > 1),

@@ -200,7 +200,9 @@ class Reporter:
     ) -> Summary:
         """Prints the final table and writes ``summary.json``; returns the summary.
 
-        ``final_eval`` holds ``test_loss`` / ``test_accuracy`` (P,) of the final state.
+        ``final_eval`` holds ``test_loss`` / ``test_accuracy`` (P,) of the final state, or is
+        empty when the run does not touch the test set (``evaluate_test=False``); the final
+        table and the best member then go by the validation split.
         """
         final = {**history[-1].metrics, **{k: np.asarray(v) for k, v in final_eval.items()}}
         diverged = np.stack([rec.metrics["diverged"] for rec in history])
@@ -209,8 +211,9 @@ class Reporter:
             for i in range(self.size)
         ]
         healthy = np.array([d is None for d in diverged_epoch])
-        best = best_member(final["test_accuracy"], healthy)
-        for line in self._final_table(final, diverged_epoch, healthy, best):
+        split = "test" if final_eval else self.eval_split
+        best = best_member(final[f"{split}_accuracy"], healthy)
+        for line in self._final_table(final, diverged_epoch, healthy, best, split):
             self.line(line)
         if timing.get("trained_epochs"):
             unit = "examples/s" if self.size == 1 else f"example·models/s ({self.size} members)"
@@ -227,21 +230,21 @@ class Reporter:
             **timing,
         }
         self.rundir.write_summary(summary)
-        if self.eval_split != "test":  # else the last epoch's scalars are these already
+        if final_eval and self.eval_split != "test":  # else the last epoch's scalars hold them
             self.tensorboard.write_epoch(history[-1].epoch, final_eval)
         return summary
 
-    def _final_table(self, final, diverged_epoch, healthy, best) -> list[str]:
-        acc = final["test_accuracy"]
+    def _final_table(self, final, diverged_epoch, healthy, best, split) -> list[str]:
+        acc = final[f"{split}_accuracy"]
         if self.size == 1:
             status = "" if healthy[0] else f" (diverged in epoch {diverged_epoch[0]})"
             return [
                 f"loss {_fmt(final['train_loss'][0])}, train acc "
-                f"{final['train_accuracy'][0]:.3f}, test acc {acc[0]:.3f}" + status
+                f"{final['train_accuracy'][0]:.3f}, {split} acc {acc[0]:.3f}" + status
             ]
         lines = [
             f"{'member':>6}  {'seed':>5}  {'lr':>9}  {'loss':>8}  {'train acc':>9}  "
-            f"{'test acc':>8}  status"
+            f"{split + ' acc':>8}  status"
         ]
         for i in range(self.size):
             status = "ok" if healthy[i] else f"diverged in epoch {diverged_epoch[i]} (frozen)"
@@ -257,7 +260,7 @@ class Reporter:
             f"mean ± std over {int(healthy.sum())} healthy member(s): "
             f"loss {_fmt_mean(final['train_loss'][healthy])}, "
             f"train acc {_fmt_mean(final['train_accuracy'][healthy])}, "
-            f"test acc {_fmt_mean(acc[healthy])}; min test acc {acc[healthy].min():.3f}; "
+            f"{split} acc {_fmt_mean(acc[healthy])}; min {split} acc {acc[healthy].min():.3f}; "
             f"best: member {best} (seed {self.seeds[best]}, lr {self.learning_rates[best]:g}) "
-            f"test acc {acc[best]:.3f}",
+            f"{split} acc {acc[best]:.3f}",
         ]

@@ -277,12 +277,13 @@ class RunInfo:
 # metrics as (P,) arrays (``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``,
 # ``val_*`` with a validation split, ``diverged`` and the other training metrics of the last
 # epoch), ``epochs``, ``diverged_epoch`` (per member: the epoch it diverged in, or None),
-# ``best_member`` (:func:`best_member` on the test accuracy; None if all diverged),
+# ``best_member`` (:func:`best_member` on the test accuracy, or on the validation accuracy with
+# ``evaluate_test=False``, which leaves the test metrics out; None if all diverged),
 # ``examples_per_second``, ``compile_seconds``, ``train_seconds``, ``first_step_seconds``,
 # ``trained_epochs``, ``device`` and the devices of :class:`RunInfo`.
 Summary = dict[str, Any]
 
-_SUMMARY_KEYS = ("epochs", "diverged_epoch", "best_member", "test_accuracy", "diverged")
+_SUMMARY_KEYS = ("epochs", "diverged_epoch", "best_member", "train_accuracy", "diverged")
 
 
 def summary_from_json(record: Any, what: str = "summary.json") -> Summary:

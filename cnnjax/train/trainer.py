@@ -45,6 +45,7 @@ _RESUMABLE_CHANGES = (
     "loop",
     "eval_batch_size",
     "per_example_grads",
+    "evaluate_test",
     "profile_steps",
     "data.dir",
     "model.conv_impl",
@@ -123,7 +124,10 @@ def _stop_or_freeze(setup, record, was_diverged, history, report, rundir, log) -
 
 def _final_eval(setup: Setup, state: TrainState, history: list[EpochRecord]) -> dict:
     """The final state's test metrics: the last epoch's evaluation when it was on the test set,
-    else one pass over the test set (the only one of a run with a validation split)."""
+    else one pass over the test set (the only one of a run with a validation split), or none
+    with ``evaluate_test=False``."""
+    if not setup.config.evaluate_test:
+        return {}
     if setup.eval_split == "test":
         return {k: history[-1].metrics[k] for k in ("test_loss", "test_accuracy")}
     evaluate = make_eval_fn(setup.config, strategy=setup.strategy, mesh=setup.mesh)

@@ -359,3 +359,19 @@ def test_profile_steps_writes_a_trace_and_changes_nothing(reference, tmp_path):
     assert len(traces) == 1 and any(p.name.endswith(".trace.json.gz") for p in traces[0].iterdir())
     assert any(p.name == "perfetto_trace.json.gz" for p in traces[0].iterdir())
     assert_identical(read_metrics(tmp_path / "run"), read_metrics(workdir))
+
+
+def test_evaluate_test_false_never_touches_the_test_set(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="evaluate_test=False .* data.validation_size"):
+        resolve_config(tiny_config(evaluate_test=False))
+    config = tiny_config(evaluate_test=False, data__validation_size=50, population__size=2)
+    result = train_and_evaluate(config, tmp_path / "run")
+    assert not any(k.startswith("test_") for k in result)
+    assert result["best_member"] == int(np.argmax(result["val_accuracy"]))
+    out = capsys.readouterr().out
+    assert "val acc" in out and "test acc" not in out
+    # Turned on when resumed, the finished run reports its test set once.
+    resumed = train_and_evaluate(
+        tiny_config(data__validation_size=50, population__size=2), tmp_path / "run"
+    )
+    assert resumed["test_accuracy"].shape == (2,)
