@@ -9,10 +9,7 @@ The same recipe with average pooling, for the comparison, is this config with
     python scripts/train.py --config configs/lenet_maxpool.py --workdir runs/lenet_maxpool \\
         --config.data.source=idx --config.data.dir=../shared/data/fashion_mnist
 
-Measured (2026-12-01, real Fashion-MNIST, the project's 2-core AMD EPYC while busy, jax 0.10.2):
-test acc 0.8305 ± 0.0033 over seeds 0-3 (min 0.828; validation 0.8375), train acc 0.836, loss
-0.440; 1,465 s of training. The book's average pooling: 0.813 ± 0.003 (README). More in
-EXERCISES.md (6.6.4.1).
+Measured results: BENCHMARKS.md ("The chapter's exercises") and EXERCISES.md (6.6.4.1).
 """
 
 import ml_collections

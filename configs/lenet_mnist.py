@@ -9,9 +9,7 @@ once, at the end. Target: mean test accuracy >= 0.99.
     python scripts/train.py --config configs/lenet_mnist.py --workdir runs/lenet_mnist \\
         --config.data.source=idx --config.data.dir=../shared/data/mnist
 
-Measured (2026-12-01, real MNIST, the project's 2-core AMD EPYC while busy, jax 0.10.2):
-test acc 0.9923 ± 0.0003 over seeds 0-3 (min 0.9920; validation 0.9914), train acc 0.9999;
-2,584 s of training. More in EXERCISES.md (6.6.4.3).
+Measured results: BENCHMARKS.md ("The chapter's exercises") and EXERCISES.md (6.6.4.3).
 """
 
 import pathlib

@@ -6,7 +6,6 @@ zero, inputs standardised. Target: test accuracy >= 0.90 in 10 epochs.
 
     python scripts/train.py --config configs/lenet_modern.py --workdir runs/lenet_modern
 
-Expected: test acc 0.905-0.911 over seeds (about 35 s per seed of training on a 2-core CPU).
 How the rate and decay were chosen, and every measured run: BENCHMARKS.md.
 """
 

@@ -3,7 +3,7 @@
 The book's loop computes the cross-entropy loss of a minibatch, backpropagates and takes an SGD
 step, and counts correct predictions. Here that is :func:`train_step` and :func:`eval_step`: pure
 functions of one member's state (no member axis) and a batch, which
-:mod:`cnnjax.train.population` maps over a population and :mod:`cnnjax.train.epoch` compiles.
+:mod:`cnnjax.train.population` maps over a population and :mod:`cnnjax.train.programs` compiles.
 """
 
 from __future__ import annotations
