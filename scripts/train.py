@@ -12,15 +12,21 @@ import time
 
 _STARTED = time.perf_counter()  # before the imports: start-up includes importing JAX
 
+import signal  # noqa: E402
 import sys  # noqa: E402
 
 
 def _main() -> int:
-    try:
-        from cnnjax.train import cli
-    except KeyboardInterrupt:
+    # A Ctrl-C while JAX's C extensions initialise would surface as an ImportError with
+    # tracebacks printed from C; during the imports it is only noted, and honoured after them.
+    pressed = []
+    signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    from cnnjax.train import cli
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pressed:
         print("\ninterrupted: before training started; nothing was written", file=sys.stderr)
-        return 130
+        return cli.INTERRUPTED
     return cli.main(sys.argv, started=_STARTED)
 
 

@@ -240,6 +240,8 @@ def test_ctrl_c_exits_130_in_one_line_and_the_run_resumes_identically(uninterrup
     workdir = tmp_path / "run"
     proc = _start_until_first_checkpoint(workdir, subprocess.PIPE)
     proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # impatient: a second Ctrl-C during the clean-up
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-3000:])
     assert "Traceback" not in out + err
@@ -247,3 +249,20 @@ def test_ctrl_c_exits_130_in_one_line_and_the_run_resumes_identically(uninterrup
     assert "resuming after epoch" in _train(workdir)
     assert_identical(read_metrics(workdir), read_metrics(reference))
     assert_identical(restore_model(workdir)[1], restore_model(reference)[1])
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    proc = subprocess.Popen(
+        _command(tmp_path / "run"),
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)  # inside the imports of JAX and the trainer
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert "Traceback" not in out + err, err[-3000:]
+    assert "interrupted" in err
