@@ -9,20 +9,24 @@ from real processes, run alternately (cnnjax, PyTorch, cnnjax, PyTorch, ...) so 
 both alike; each measure is given as the median and min-max over all runs:
 
 * **whole process** (s): from just before the process is spawned to its exit, measured here;
-* **start to first step** (s): each script prints ``first step after S.SS s`` (flushed) just
-  before its first training step; the time is when that line arrives here, measured from the
-  spawn like the whole process, so both scripts are timed on one clock (what each script printed,
-  from its own idea of its start, is kept in the JSON). A ``train.py`` without that line is
-  *estimated* as the arrival of its first ``epoch 1/E ... [S s]`` line less S, the epoch's
-  training time -- an over-estimate by the first evaluation, which runs in between; the table
-  says which was used;
+* **start to first step** (s): each script's own count from its first line (taken before its
+  imports, so importing the framework counts) to its first training step, the number its
+  ``first step after S.SS s`` line shows: cnnjax's ``first_step_seconds``, PyTorch's
+  ``first_step_seconds``. Both count alike; the interpreter's own start before that first line
+  is in neither (it is in the whole process);
 * **training examples/s**: (N // batch) x batch examples over each epoch's training time as the
-  script reports it (cnnjax: ``metrics.jsonl``'s ``epoch_time_s``; PyTorch: its epoch line), one
-  value per epoch of every run;
+  script records it (cnnjax: ``epoch_time_s``; PyTorch: its epochs' ``seconds``), one value per
+  epoch of every run;
 * **forward examples/s** at batch 1024: further processes (alternated too) that evaluate the test
   split ``--forward-repeats`` times after one untimed pass -- cnnjax's trainer evaluation program
-  (``cnnjax.train.make_eval_fn``, the ``lax.scan`` over padded, masked batches), PyTorch's
-  evaluation loop under ``torch.inference_mode``; one value per timed pass.
+  (``cnnjax.train.make_eval_fn`` on the trainer's own :class:`~cnnjax.train.setup.Setup`, the
+  ``lax.scan`` over padded, masked batches), PyTorch's evaluation loop under
+  ``torch.inference_mode``; one value per timed pass.
+
+Nothing is read from the processes' console output. A cnnjax run is read back through its run
+directory (:class:`cnnjax.train.RunDir`: the summary, the run's data fingerprint for the split
+sizes, the metric rows); ``torch_train.py`` and the cnnjax forward process write their numbers to
+a JSON file given by ``--out``.
 
 The recipe (``configs/lenet.py``): the book's LeNet (sigmoid, average pooling, Xavier-uniform
 init), SGD lr 0.9, batch 256, shuffled in-memory batches, test evaluation after every epoch. The
@@ -41,33 +45,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.metadata
-import importlib.util
 import json
 import os
 import pathlib
-import platform
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
 
-import _torch_lenet  # noqa: E402  (the script's sibling; imports torch only when used)
+from cnnjax import bench, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("cnnjax", "torch")
 LABELS = {"cnnjax": "cnnjax", "torch": "PyTorch eager"}
-
-EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/(\d+):.*\[([0-9.]+) s\]\s*$")
-FIRST_STEP = re.compile(r"first step after ([0-9.]+) s")
-FORWARD = re.compile(r"^forward batch (\d+): (\d+) examples in ([0-9.]+) s")
-SIZES = re.compile(r"(\d+) train(?: / \d+ validation)? / (\d+) test images")
-THREADS = re.compile(r"(\d+) threads")
 
 # Issue 12's targets for the 10-epoch book run: (measure, threshold, "ratio" | "seconds").
 TARGETS = {
@@ -79,52 +75,48 @@ TARGETS = {
 
 
 class BenchError(RuntimeError):
-    """A benchmarked process failed or printed something this script cannot read."""
+    """A benchmarked process failed, or did not leave the numbers this script reads."""
 
 
 @dataclasses.dataclass
 class Process:
-    """One finished process: its output lines with arrival times (s after the spawn)."""
+    """One finished process: what ran, its whole time (s, from just before the spawn to its
+    exit) and where it left its numbers -- cnnjax's run directory (``workdir``) or a JSON file
+    (``record``)."""
 
     framework: str
     kind: str  # "train" | "forward" | "warmup"
     argv: list[str]
     wall_s: float
-    lines: list[tuple[float, str]]
     workdir: str | None = None
-
-    def texts(self) -> list[str]:
-        return [text for _, text in self.lines]
+    record: str | None = None
 
 
-def spawn(framework: str, kind: str, argv: list[str], workdir: str | None = None) -> Process:
-    """Runs ``argv`` to its end, timing it from just before the spawn to its exit.
+def spawn(framework: str, kind: str, argv: list[str], **where: str | None) -> Process:
+    """Runs ``argv`` to its end, timing it from just before the spawn to its exit; ``where``
+    (``workdir``, ``record``) is kept in the returned :class:`Process`.
 
     Raises:
-      BenchError: a non-zero exit status (the message carries the end of its stderr).
+      BenchError: a non-zero exit status (the message carries the end of its output).
     """
-    lines: list[tuple[float, str]] = []
-    with tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryFile("w+") as output:
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append((time.perf_counter() - start, line.rstrip("\n")))
-        status = proc.wait()
+        status = subprocess.run(argv, cwd=REPO, stdout=output, stderr=subprocess.STDOUT).returncode
         wall = time.perf_counter() - start
         if status:
-            err.seek(0)
-            tail = "\n".join(err.read().splitlines()[-15:] + [t for _, t in lines[-5:]])
+            output.seek(0)
+            tail = "\n".join(output.read().splitlines()[-20:])
             raise BenchError(
                 f"{framework} {kind} process exited with status {status}: {' '.join(argv)}\n{tail}"
             )
-    return Process(framework, kind, argv, wall, lines, workdir)
+    return Process(framework, kind, argv, wall, **where)
 
 
-def command(framework: str, kind: str, args: argparse.Namespace, workdir: str | None) -> list[str]:
-    """The command line of one process; ``kind`` is "train", "warmup" or "forward"."""
+def command(
+    framework: str, kind: str, args: argparse.Namespace, workdir: str | None, record: str | None
+) -> list[str]:
+    """The command line of one process; ``kind`` is "train", "warmup" or "forward". A cnnjax
+    training process writes its run to ``workdir``, the others their numbers to ``record``."""
     epochs = 1 if kind == "warmup" else args.epochs
     if framework == "cnnjax" and kind == "forward":
         return [
@@ -132,9 +124,11 @@ def command(framework: str, kind: str, args: argparse.Namespace, workdir: str | 
             str(pathlib.Path(__file__).resolve()),
             "--forward-child",
             f"--data-dir={args.data_dir}",
+            f"--train-limit={args.train_limit}",
             f"--test-limit={args.test_limit}",
             f"--forward-batch={args.forward_batch}",
             f"--forward-repeats={args.forward_repeats}",
+            f"--out={record}",
         ]
     if framework == "cnnjax":
         argv = [
@@ -160,108 +154,147 @@ def command(framework: str, kind: str, args: argparse.Namespace, workdir: str | 
         f"--eval-batch-size={args.forward_batch}",
         f"--threads={args.torch_threads}",
         f"--memory-format={args.torch_memory_format}",
+        f"--out={record}",
     ]
     if kind == "forward":
         return [*argv, "--epochs=0", f"--forward-repeats={args.forward_repeats}"]
     return [*argv, f"--epochs={epochs}"]
 
 
-# ------------------------------------------------------------------------------------ parsing
+# ------------------------------------------------------------------------------------ reading
 
 
-def parse_train(proc: Process, batch_size: int) -> dict[str, Any]:
-    """Whole-process time, start-to-first-step time (and where it came from) and per-epoch
-    training examples/s of one training process.
+def _entry(record: dict[str, Any], key: str, proc: Process) -> Any:
+    if key not in record:
+        raise BenchError(f"{proc.framework} {proc.kind}: {proc.record} has no {key!r} entry")
+    return record[key]
+
+
+def read_record(proc: Process) -> dict[str, Any]:
+    """The JSON numbers a PyTorch process or a cnnjax forward process wrote to ``--out``.
 
     Raises:
-      BenchError: the output lacks the sizes line or the epoch lines.
+      BenchError: the file is missing or not JSON.
     """
-    sizes = next((m for t in proc.texts() if (m := SIZES.search(t))), None)
-    epochs = [(t, m) for t, text in proc.lines if (m := EPOCH_LINE.match(text))]
-    if sizes is None or not epochs:
+    try:
+        return json.loads(pathlib.Path(proc.record).read_text())
+    except (OSError, ValueError) as e:
         raise BenchError(
-            f"{proc.framework}: no '<N> train / <M> test images' line or no epoch lines in "
-            f"its output:\n" + "\n".join(proc.texts()[-10:])
-        )
-    per_epoch = int(sizes.group(1)) // batch_size * batch_size
-    seconds = [float(m.group(3)) for _, m in epochs]
-    if proc.workdir is not None:  # cnnjax's metric file holds the unrounded epoch times
-        path = pathlib.Path(proc.workdir) / "metrics.jsonl"
-        if path.is_file():
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            by_epoch = {row["epoch"]: row["epoch_time_s"] for row in rows}
-            seconds = [by_epoch.get(int(m.group(1)), s) for (_, m), s in zip(epochs, seconds)]
-    marker = next(((t, m) for t, text in proc.lines if (m := FIRST_STEP.search(text))), None)
-    if marker is not None:  # when the line arrived: the same clock for both scripts
-        first, source = marker[0], "marker"
-    else:
-        first, source = epochs[0][0] - seconds[0], "estimated"
+            f"{proc.framework} {proc.kind}: cannot read its numbers from {proc.record}: {e}"
+        ) from e
+
+
+def read_cnnjax_run(proc: Process) -> dict[str, Any]:
+    """The numbers of a cnnjax training process, from its run directory: start-up
+    (``first_step_seconds`` of its summary), each epoch's training time (``epoch_time_s`` of
+    its metric rows) and the split sizes (its data fingerprint).
+
+    Raises:
+      BenchError: the run directory or one of its files is missing or unreadable, or the run
+        trained no epoch.
+    """
+    try:
+        with train.RunDir(proc.workdir, read_only=True) as run:
+            summary, info, rows = run.read_summary(), run.read_info(), run.read_metrics()
+    except train.RunDirError as e:
+        raise BenchError(f"cnnjax {proc.kind}: {e}") from e
+    if summary.get("first_step_seconds") is None or not rows:
+        raise BenchError(f"cnnjax {proc.kind}: the run in {proc.workdir} trained no epoch")
+    # One row per (epoch, member); the members of an epoch share its time.
+    seconds = {row["epoch"]: row["epoch_time_s"] for row in rows}
     return {
-        "wall_s": proc.wall_s,
-        "first_step_s": first,
-        "first_step_source": source,
-        # What the script itself printed (its own idea of its start), for comparison.
-        "first_step_reported_s": float(marker[1].group(1)) if marker else None,
-        "epoch_seconds": seconds,
-        "train_rates": [per_epoch / s for s in seconds if s > 0],
-        "num_train": int(sizes.group(1)),
-        "num_test": int(sizes.group(2)),
-        "threads": int(threads.group(1)) if (threads := THREADS.search(sizes.string)) else None,
+        "first_step_s": summary["first_step_seconds"],
+        "epoch_seconds": [seconds[epoch] for epoch in sorted(seconds)],
+        "num_train": info.data["num_train"],
+        "num_test": info.data["num_test"],
+        "threads": None,
     }
 
 
-def parse_forward(proc: Process) -> list[float]:
-    """Examples/s of each timed evaluation pass of one forward process."""
-    rates = [int(m.group(2)) / float(m.group(3)) for t in proc.texts() if (m := FORWARD.match(t))]
-    if not rates:
-        raise BenchError(f"{proc.framework}: no 'forward batch' lines:\n" + "\n".join(proc.texts()))
-    return rates
+def read_torch_run(proc: Process) -> dict[str, Any]:
+    """The numbers of a ``torch_train.py`` training process, from its ``--out`` JSON.
+
+    Raises:
+      BenchError: the file is missing, unreadable or lacks an entry, or no epoch was trained.
+    """
+    record = read_record(proc)
+    first, epochs = (_entry(record, k, proc) for k in ("first_step_seconds", "epochs"))
+    if first is None or not epochs:
+        raise BenchError(f"torch {proc.kind}: {proc.record} records no epoch")
+    return {
+        "first_step_s": first,
+        "epoch_seconds": [epoch["seconds"] for epoch in epochs],
+        **{k: _entry(record, k, proc) for k in ("num_train", "num_test", "threads")},
+    }
+
+
+READERS: dict[str, Callable[[Process], dict[str, Any]]] = {
+    "cnnjax": read_cnnjax_run,
+    "torch": read_torch_run,
+}
+
+
+def read_train(proc: Process, batch_size: int) -> dict[str, Any]:
+    """One training process's whole time, start-to-first-step time, per-epoch training seconds
+    and examples/s, split sizes and (PyTorch) threads.
+
+    Raises:
+      BenchError: the process left no readable numbers (see :data:`READERS`).
+    """
+    numbers = READERS[proc.framework](proc)
+    per_epoch = numbers["num_train"] // batch_size * batch_size
+    return {
+        "wall_s": proc.wall_s,
+        **numbers,
+        "train_rates": [per_epoch / s for s in numbers["epoch_seconds"] if s > 0],
+    }
+
+
+def read_forward(proc: Process) -> list[float]:
+    """Examples/s of each timed evaluation pass of one forward process.
+
+    Raises:
+      BenchError: the process recorded no timed pass.
+    """
+    record = read_record(proc)
+    seconds = _entry(record, "forward_seconds", proc)
+    if not seconds:
+        raise BenchError(f"{proc.framework} forward: {proc.record} records no timed pass")
+    return [_entry(record, "num_test", proc) / s for s in seconds]
 
 
 # ------------------------------------------------------------------------- the forward child
 
 
 def forward_child(args: argparse.Namespace) -> int:
-    """Times cnnjax's evaluation program on the test split, as the trainer runs it."""
-    import jax
-
-    from cnnjax import data, train
-    from cnnjax.models import LeNet
-
+    """Times cnnjax's evaluation program on the test split, on the trainer's own set-up (its
+    data loading, mesh, strategy and initial state), and writes the times to ``args.out``."""
     config = train.load_config_file(str(REPO / "configs" / "lenet.py"))
     config.eval_batch_size = args.forward_batch
+    config.data.source, config.data.dir = "idx", args.data_dir
+    config.data.train_limit, config.data.test_limit = args.train_limit, args.test_limit
+    config.progress = False
     config = train.resolve_config(config)
-    dataset = data.load(config.data.name, source="idx", data_dir=args.data_dir)
-    images, labels = dataset.test_images, dataset.test_labels
-    if args.test_limit:
-        images, labels = images[: args.test_limit], labels[: args.test_limit]
-    split = data.to_device(images, labels, normalize=config.data.normalize)
-    model = LeNet.from_config(config.model)
-    state = train.create_population(config, model, images.shape[1:])
-    evaluate = train.make_eval_fn(config)
-    jax.block_until_ready(evaluate(state, split))  # compile and warm up
+    setup = train.set_up(config, train.make_run_mesh(config))
+    evaluate = train.make_eval_fn(config, strategy=setup.strategy, mesh=setup.mesh)
+    test = setup.inputs.test
+    num_test = int(test.labels.shape[0])
+    jax.block_until_ready(evaluate(setup.state, test))  # compile and warm up
+    seconds = []
     for _ in range(args.forward_repeats):
         start = time.perf_counter()
-        jax.block_until_ready(evaluate(state, split))
-        seconds = time.perf_counter() - start
+        jax.block_until_ready(evaluate(setup.state, test))
+        seconds.append(time.perf_counter() - start)
         print(
-            f"forward batch {args.forward_batch}: {len(labels)} examples in {seconds:.4f} s",
+            f"forward batch {args.forward_batch}: {num_test} examples in {seconds[-1]:.4f} s",
             flush=True,
         )
+    record = {"num_test": num_test, "forward_batch": args.forward_batch, "forward_seconds": seconds}
+    pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 
 # -------------------------------------------------------------------------------- reporting
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def load_average() -> str:
@@ -293,12 +326,11 @@ def summarise(results: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, A
     """Per framework, per measure: median, min, max over every run (or epoch, or pass)."""
     out: dict[str, dict[str, Any]] = {}
     for fw, r in results.items():
-        train = r["train"]
+        runs = r["train"]
         out[fw] = {
-            "whole": stats([t["wall_s"] for t in train]),
-            "first_step": stats([t["first_step_s"] for t in train]),
-            "first_step_source": sorted({t["first_step_source"] for t in train}),
-            "train": stats([x for t in train for x in t["train_rates"]]),
+            "whole": stats([t["wall_s"] for t in runs]),
+            "first_step": stats([t["first_step_s"] for t in runs]),
+            "train": stats([x for t in runs for x in t["train_rates"]]),
             "forward": stats([x for f in r["forward"] for x in f]),
         }
     return out
@@ -349,14 +381,7 @@ def table(summary: dict[str, dict[str, Any]], full_run: bool, forward_batch: int
         for fw in frameworks:
             s = summary[fw][key]
             row.append(
-                "-"
-                if s is None
-                else f"{s['median']:{fmt}} [{s['min']:{fmt}}-{s['max']:{fmt}}]"
-                + (
-                    " (est.)"
-                    if key == "first_step" and "estimated" in summary[fw][f"{key}_source"]
-                    else ""
-                )
+                "-" if s is None else f"{s['median']:{fmt}} [{s['min']:{fmt}}-{s['max']:{fmt}}]"
             )
         r = ratio(key, summary)
         row += [
@@ -398,16 +423,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--torch-memory-format",
-        choices=_torch_lenet.MEMORY_FORMATS,
+        choices=bench.MEMORY_FORMATS,
         default="contiguous",
         help="PyTorch's tensor layout: the book's NCHW (default) or channels-last, oneDNN's "
-        "faster one on CPU (see scripts/_torch_lenet.py)",
+        "faster one on CPU (see cnnjax/bench.py)",
     )
     p.add_argument("--only", choices=FRAMEWORKS, help="run one framework (no ratios)")
-    p.add_argument("--keep", action="store_true", help="keep cnnjax's run directories")
+    p.add_argument(
+        "--keep", action="store_true", help="keep cnnjax's run directories and the JSON records"
+    )
     p.add_argument("--out", default="", help="write every run and the summary as JSON here")
     p.add_argument("--forward-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.forward_child and not args.out:
+        p.error("--forward-child writes its times to --out FILE; give one")
     for name in ("epochs", "repeats", "forward_repeats", "forward_batch"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -421,11 +450,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     args.data_dir = str(pathlib.Path(args.data_dir).resolve())
     frameworks = [args.only] if args.only else list(FRAMEWORKS)
-    if (
-        not args.forward_child
-        and "torch" in frameworks
-        and importlib.util.find_spec("torch") is None
-    ):
+    if not args.forward_child and "torch" in frameworks and not bench.torch_available():
         p.error("PyTorch is not installed: pip install -e '.[bench]', or pass --only cnnjax")
     args.frameworks = frameworks
     return args
@@ -435,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.forward_child:
         return forward_child(args)
+    # This process only spawns the measured ones and reads what they leave: it stays off the
+    # accelerator (reading a run directory asks JAX for the process index, which starts a
+    # backend, and a GPU backend would take memory the measured processes need).
+    jax.config.update("jax_platforms", "cpu")
     batch_size = 256  # configs/lenet.py's; torch_train.py's default
     full_run = args.epochs == 10 and not args.train_limit and not args.test_limit
     root = tempfile.mkdtemp(prefix="bench_process_")
@@ -444,24 +473,26 @@ def main(argv: list[str] | None = None) -> int:
     load_start = load_average()
     started = time.strftime("%Y-%m-%d %H:%M")
     print(
-        f"whole-process benchmark, {started}: {machine()}; load average {load_start}; "
+        f"whole-process benchmark, {started}: {bench.machine()}; load average {load_start}; "
         f"{versions(args.frameworks)}",
         flush=True,
     )
     counter = iter(range(1 << 30))
 
     def one(framework: str, kind: str) -> Process:
-        workdir = None
+        name = os.path.join(root, f"{framework}_{kind}{next(counter)}")
         if framework == "cnnjax" and kind != "forward":
-            workdir = os.path.join(root, f"run{next(counter)}")
-        proc = spawn(framework, kind, command(framework, kind, args, workdir), workdir)
+            where = {"workdir": name, "record": None}
+        else:
+            where = {"workdir": None, "record": f"{name}.json"}
+        proc = spawn(framework, kind, command(framework, kind, args, **where), **where)
         runs.append(proc)
         return proc
 
     try:
         for i in range(args.warmup):
             for fw in args.frameworks:
-                parsed = parse_train(one(fw, "warmup"), batch_size)
+                parsed = read_train(one(fw, "warmup"), batch_size)
                 cold[fw].append(parsed)
                 print(
                     f"  warm-up {i + 1}/{args.warmup} {LABELS[fw]}: 1 epoch, whole process "
@@ -470,18 +501,17 @@ def main(argv: list[str] | None = None) -> int:
                 )
         for i in range(args.repeats):
             for fw in args.frameworks:
-                parsed = parse_train(one(fw, "train"), batch_size)
+                parsed = read_train(one(fw, "train"), batch_size)
                 results[fw]["train"].append(parsed)
                 print(
                     f"  run {i + 1}/{args.repeats} {LABELS[fw]}: {args.epochs} epoch(s), whole "
-                    f"process {parsed['wall_s']:.1f} s, first step {parsed['first_step_s']:.2f} s"
-                    f" ({parsed['first_step_source']}), median "
-                    f"{statistics.median(parsed['train_rates']):,.0f} examples/s",
+                    f"process {parsed['wall_s']:.1f} s, first step {parsed['first_step_s']:.2f} s, "
+                    f"median {statistics.median(parsed['train_rates']):,.0f} examples/s",
                     flush=True,
                 )
         for i in range(args.repeats):
             for fw in args.frameworks:
-                rates = parse_forward(one(fw, "forward"))
+                rates = read_forward(one(fw, "forward"))
                 results[fw]["forward"].append(rates)
                 print(
                     f"  forward {i + 1}/{args.repeats} {LABELS[fw]}: median "
@@ -492,7 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        if not args.keep:
+        if args.keep:
+            print(f"kept the runs and records in {root}", flush=True)
+        else:
             shutil.rmtree(root, ignore_errors=True)
 
     summary = summarise(results)
@@ -515,11 +547,6 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "x cnnjax: PyTorch time / cnnjax time, or cnnjax rate / PyTorch rate (> 1: cnnjax faster)."
     )
-    if "cnnjax" in summary and "estimated" in summary["cnnjax"]["first_step_source"]:
-        print(
-            "(est.): train.py printed no 'first step after' line; estimated as its first epoch "
-            "line's arrival less the epoch's training time (includes the first evaluation)."
-        )
     if not full_run:
         print("met: only judged for the 10-epoch run on the full data (issue 12's targets).")
     for fw in args.frameworks:
@@ -529,13 +556,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"cold start ({LABELS[fw]}, first warm-up, 1 epoch): whole process "
                 f"{c['wall_s']:.1f} s, first step {c['first_step_s']:.2f} s"
             )
-    print(f"machine: {machine()}; load average {load_start} at start, {load_average()} at end")
+    print(
+        f"machine: {bench.machine()}; load average {load_start} at start, {load_average()} at end"
+    )
     if args.out:
         path = pathlib.Path(args.out)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "date": started,
-            "machine": machine(),
+            "machine": bench.machine(),
             "load_average": {"start": load_start, "end": load_average()},
             "versions": versions(args.frameworks),
             "epochs": args.epochs,
@@ -551,13 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             "cold": cold,
             "results": results,
             "processes": [
-                {
-                    "framework": p.framework,
-                    "kind": p.kind,
-                    "argv": p.argv,
-                    "wall_s": p.wall_s,
-                    "lines": p.lines,
-                }
+                {"framework": p.framework, "kind": p.kind, "argv": p.argv, "wall_s": p.wall_s}
                 for p in runs
             ],
         }

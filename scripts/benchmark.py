@@ -5,10 +5,12 @@
 What is timed (book LeNet: sigmoid, 2x2 average pooling, SGD, batch 256, random 28x28 images held
 in memory on the device; every variant trains the same number of steps per repeat):
 
-  * cnnjax, single model: the compiled epoch (``make_train_epoch``: one ``lax.scan``) and the
-    per-step Python loop (``make_train_step``), with the default conv implementation ("auto") and
-    with the one "auto" does not pick on this backend (``--compare-impl``), to show what the
-    implementation switch buys (also for the largest population);
+  * cnnjax, single model: the trainer's own epoch (``cnnjax.train.make_epoch_runner`` on a
+    ``cnnjax.train.Setup``, the program ``train.py`` runs each epoch) with ``loop="scan"`` (the
+    whole epoch one compiled ``lax.scan``) and ``loop="step"`` (the per-step Python loop), with
+    the default conv implementation ("auto") and with the one "auto" does not pick on this
+    backend (``--compare-impl``), to show what the implementation switch buys (also for the
+    largest population);
   * cnnjax, populations of K members trained on the same batches (``population.strategy`` "auto",
     and the other strategy for comparison), in example*models/s: K models trained one after another
     by the single-model step would reach the single-model examples/s, so pop/single is the ratio;
@@ -17,7 +19,7 @@ in memory on the device; every variant trains the same number of steps per repea
     one device is present;
   * PyTorch eager (when installed: ``pip install -e '.[bench]'``), the same network and batch,
     with the book's NCHW tensors (the ratios' reference) and, on CPU, in channels-last memory
-    format too (oneDNN's faster layout; see ``scripts/_torch_lenet.py``);
+    format too (oneDNN's faster layout; see :mod:`cnnjax.bench`);
   * forward-only throughput at batch 1024, both frameworks.
 
 The header names the devices and the meshes (``cnnjax.train.parallel.describe``).
@@ -25,8 +27,9 @@ The header names the devices and the meshes (``cnnjax.train.parallel.describe``)
 Variants run round-robin, one repeat of each in turn, so machine noise hits all alike; the table
 gives the median, min and max of examples/s, the ratio to PyTorch eager, the fraction of the
 machine's measured matmul peak (float32 2048x2048 ``jnp.dot``) that the training FLOPs reach,
-and each variant's compile time. Runs unchanged on CPU and GPU (on GPU, ``--steps`` defaults to a
-whole Fashion-MNIST epoch and the populations to 8,64).
+and each variant's compile time (for cnnjax's training, the epoch runner's). Runs unchanged on
+CPU and GPU (on GPU, ``--steps`` defaults to a whole Fashion-MNIST epoch and the populations to
+8,64).
 
 What this measures, and what it does not: the steady-state speed of the compiled step and epoch
 programs, with start-up, data loading, evaluation and file writes left out and both frameworks
@@ -45,7 +48,6 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
@@ -53,14 +55,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _torch_lenet  # noqa: E402  (the script's sibling, not a package module)
-from bench_process import machine  # noqa: E402  (likewise)
-
-from cnnjax import data, ops, train  # noqa: E402
-from cnnjax.models import LeNet  # noqa: E402
-from cnnjax.train import parallel  # noqa: E402
+from cnnjax import bench, data, ops, train
+from cnnjax.models import LeNet
+from cnnjax.train import parallel
+from cnnjax.train.inputs import Inputs
+from cnnjax.train.runfiles import Identity, Shapes, digest
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -80,7 +79,7 @@ class Variant:
 def device_description() -> str:
     dev = jax.devices()[0]
     if dev.platform == "cpu":
-        return f"cpu: {machine()}"
+        return f"cpu: {bench.machine()}"
     return f"{dev.platform}: {dev.device_kind}"
 
 
@@ -107,9 +106,10 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / min(times) / 1e9
 
 
-def make_config(population: int, strategy: str, conv_impl: str, batch_size: int):
+def make_config(population: int, strategy: str, conv_impl: str, batch_size: int, loop: str):
     config = train.default_config()
     config.batch_size = batch_size
+    config.loop = loop
     config.population.size = population
     config.population.strategy = strategy
     config.model.conv_impl = conv_impl
@@ -117,10 +117,58 @@ def make_config(population: int, strategy: str, conv_impl: str, batch_size: int)
     return train.resolve_config(config)
 
 
-def timed_compile(fn, *args):
-    t = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    return compiled, time.perf_counter() - t
+def in_memory_setup(config, mesh, images: np.ndarray, labels: np.ndarray) -> train.Setup:
+    """The trainer's :class:`~cnnjax.train.Setup` for a resolved ``config`` on ``mesh``, with
+    ``images`` (N, 28, 28, 1) uint8 and ``labels`` (N,) for its training split.
+
+    :func:`cnnjax.train.set_up` loads ``config.data`` from disk; the benchmark trains on arrays it
+    made, so this builds the same record from them: the split replicated over the mesh and
+    normalised as ``config.data.normalize`` says, the model, the population's initial state
+    sharded along the member axis, and the strategy the trainer would pick. Nothing is evaluated,
+    so the test split is the training split.
+    """
+    split = data.to_device(
+        images, labels, normalize=config.data.normalize, device=parallel.replicated(mesh)
+    )
+    n = int(labels.shape[0])
+    fingerprint = {
+        "name": "random",
+        "source": "memory",
+        "num_train": n,
+        "num_validation": 0,
+        "num_test": n,
+        "sha256": digest(images, labels),
+    }
+    inputs = Inputs(
+        name="random",
+        source="memory",
+        train=split,
+        validation=None,
+        test=split,
+        num_classes=config.model.num_classes,
+        preprocess={"normalize": config.data.normalize},
+        fingerprint=fingerprint,
+    )
+    steps_per_epoch = n // config.batch_size
+    model = LeNet.from_config(config.model)
+    state = train.create_population(
+        config,
+        model,
+        inputs.input_shape,
+        steps_per_epoch=steps_per_epoch,
+        sharding=parallel.state_sharding(mesh),
+    )
+    return train.Setup(
+        config=config,
+        mesh=mesh,
+        devices=parallel.describe(mesh),
+        strategy=parallel.population_strategy(config.population.strategy, mesh),
+        inputs=inputs,
+        model=model,
+        state=state,
+        shapes=Shapes(inputs.input_shape, steps_per_epoch, inputs.preprocess),
+        identity=Identity(config.to_dict(), fingerprint),
+    )
 
 
 def cnnjax_train_variant(
@@ -134,45 +182,34 @@ def cnnjax_train_variant(
     strategy="auto",
     conv_impl="auto",
     loop="scan",
-    mesh=None,
+    devices=None,
 ) -> Variant:
-    """One cnnjax training variant; with ``mesh`` (scan only), the state sharded along its member
-    axis and the data replicated, as the trainer places them."""
-    config = make_config(population, strategy, conv_impl, batch_size)
-    model = LeNet.from_config(config.model)
-    sharding = None if mesh is None else parallel.state_sharding(mesh)
-    holder = {"state": train.create_population(config, model, IMAGE_SHAPE, sharding=sharding)}
+    """One cnnjax training variant: the trainer's epoch (:func:`cnnjax.train.make_epoch_runner`)
+    over ``steps`` batches, one epoch per run. On one device unless ``devices`` are given; then
+    on the mesh :func:`cnnjax.train.parallel.make_mesh` lays out over them, the state sharded
+    along its member axis and the data replicated, as the trainer places them."""
+    config = make_config(population, strategy, conv_impl, batch_size, loop)
+    mesh = parallel.make_mesh(devices or jax.devices()[:1], population, batch_size)
     n = steps * batch_size
-    split = data.to_device(images[:n], labels[:n])
-    if mesh is not None:
-        split = jax.device_put(split, parallel.replicated(mesh))
-    if loop == "scan":
-        fn, compile_s = timed_compile(
-            train.make_train_epoch(config, mesh=mesh),
-            holder["state"],
-            split,
-            data.epoch_key(0, 0),
+    setup = in_memory_setup(config, mesh, images[:n], labels[:n])
+    epoch = iter(range(1 << 30))  # each run trains the next epoch, with that epoch's data order
+    key = data.epoch_key(config.seed, next(epoch))
+    run_epoch, compile_s = train.make_epoch_runner(setup, setup.state, key)
+    holder = {"state": setup.state}
+
+    def run():
+        holder["state"], metrics = run_epoch(
+            holder["state"], data.epoch_key(config.seed, next(epoch))
         )
-        keys = iter(range(1, 1 << 30))
-
-        def run():
-            holder["state"], metrics = fn(holder["state"], split, data.epoch_key(0, next(keys)))
-            jax.block_until_ready(metrics)
-    else:
-        if mesh is not None:
-            raise ValueError("cnnjax_train_variant: a mesh needs loop='scan'")
-        xs = [split.images[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
-        ys = [split.labels[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
-        fn, compile_s = timed_compile(train.make_train_step(config), holder["state"], xs[0], ys[0])
-
-        def run():
-            state = holder["state"]
-            for x, y in zip(xs, ys):
-                state, metrics = fn(state, x, y)
-            holder["state"] = state
-            jax.block_until_ready(metrics)
+        jax.block_until_ready(metrics)
 
     return Variant(name, run, n * population, compile_s)
+
+
+def timed_compile(fn, *args):
+    t = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    return compiled, time.perf_counter() - t
 
 
 def cnnjax_forward_variant(images, steps, batch_size) -> Variant:
@@ -235,13 +272,13 @@ def main(argv=None) -> int:
     print(f"measured float32 matmul peak: {peak:.0f} GFLOP/s; compiling...", flush=True)
 
     variants: list[Variant] = []
-    torch_ok = not args.no_torch and _torch_lenet.available()
+    torch_ok = not args.no_torch and bench.torch_available()
     if torch_ok:
         dev = "cuda" if (not on_cpu and _cuda_available()) else "cpu"
         variants.append(
             Variant(
                 f"PyTorch eager ({dev})",
-                _torch_lenet.make_train(images, labels, bs, steps, dev),
+                bench.make_torch_train(images, labels, bs, steps, dev),
                 steps * bs,
             )
         )
@@ -249,7 +286,7 @@ def main(argv=None) -> int:
             variants.append(
                 Variant(
                     "PyTorch eager, channels_last",
-                    _torch_lenet.make_train(images, labels, bs, steps, dev, "channels_last"),
+                    bench.make_torch_train(images, labels, bs, steps, dev, "channels_last"),
                     steps * bs,
                 )
             )
@@ -321,7 +358,7 @@ def main(argv=None) -> int:
                 pop_steps,
                 bs,
                 population=k,
-                mesh=sharded_mesh,
+                devices=devices,
             )
         )
     fwd_steps = max(2, steps * bs // args.forward_batch)
@@ -329,7 +366,7 @@ def main(argv=None) -> int:
         variants.append(
             Variant(
                 f"PyTorch forward (b={args.forward_batch})",
-                _torch_lenet.make_forward(images, args.forward_batch, fwd_steps, dev),
+                bench.make_torch_forward(images, args.forward_batch, fwd_steps, dev),
                 fwd_steps * args.forward_batch,
             )
         )
@@ -337,7 +374,7 @@ def main(argv=None) -> int:
             variants.append(
                 Variant(
                     f"PyTorch forward, channels_last (b={args.forward_batch})",
-                    _torch_lenet.make_forward(
+                    bench.make_torch_forward(
                         images, args.forward_batch, fwd_steps, dev, "channels_last"
                     ),
                     fwd_steps * args.forward_batch,
@@ -401,7 +438,7 @@ def main(argv=None) -> int:
     print(
         f"\nscan / step loop: {scan / step:.2f}; training FLOPs/example {flops / 1e6:.2f} M; "
         f"matmul peak {peak:.0f} GFLOP/s; jax {jax.__version__}"
-        + (f"; {_torch_lenet.version()}" if torch_ok else "")
+        + (f"; {bench.torch_version()}" if torch_ok else "")
     )
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -412,7 +449,7 @@ def main(argv=None) -> int:
                     "devices": describe_devices(devices),
                     "meshes": meshes,
                     "jax": jax.__version__,
-                    "torch": _torch_lenet.version() if torch_ok else None,
+                    "torch": bench.torch_version() if torch_ok else None,
                     "date": time.strftime("%Y-%m-%d"),
                     "batch_size": bs,
                     "steps": steps,

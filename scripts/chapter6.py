@@ -12,12 +12,15 @@ prints them). Figures (PNG): ``edge_detection.png`` and ``kernel_learning.png`` 
 and second conv layers for a few inputs). Without ``--workdir`` LeNet has random parameters and
 the inputs are synthetic shapes; the figure titles say which. Takes about 15 s on a shared
 2-core CPU, mostly compiling small programs (no data download without ``--workdir``).
+
+The exercises shown beside the worked examples (6.2.8.1, 6.2.8.4, 6.4.5.1, 6.5.5.1-2) are
+computed by ``scripts/exercises.py``, which answers every exercise of the chapter; this script
+imports them from there, with the printing conventions the two share.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import pathlib
 from collections.abc import Callable
 
@@ -29,26 +32,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
+# The sibling script that computes every exercise, and prints as this one does (a script run as
+# ``python scripts/chapter6.py`` finds its siblings: Python puts scripts/ first on the path).
+from exercises import (  # noqa: E402
+    avg_pool_as_conv,
+    derivative_kernels,
+    diagonal_edges,
+    edge_image,
+    heading,
+    max_abs_diff,
+    max_pool_from_relu,
+    show,
+    two_convolutions_as_one,
+)
+
 from cnnjax import models, ops  # noqa: E402
 
 SECTIONS = ("6.2", "6.3", "6.4", "6.5", "6.6")
 
 
-def heading(title: str) -> None:
-    print(f"\n== {title} ==")
-
-
 def subheading(title: str) -> None:
     print(f"\n-- {title} --")
-
-
-def show(label: str, value) -> None:
-    """Prints ``label =`` then the array on the following lines."""
-    print(f"{label} =\n{np.array2string(np.asarray(value))}")
-
-
-def max_abs_diff(a, b) -> float:
-    return float(jnp.max(jnp.abs(jnp.asarray(a) - jnp.asarray(b))))
 
 
 def save(fig: plt.Figure, outdir: pathlib.Path, name: str) -> None:
@@ -60,11 +64,6 @@ def save(fig: plt.Figure, outdir: pathlib.Path, name: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # 6.2 Convolutions for images
-
-
-def edge_image() -> jax.Array:
-    """The book's 6x8 image: ones with a black (zero) vertical band in columns 2..5."""
-    return jnp.ones((6, 8)).at[:, 2:6].set(0.0)
 
 
 def learn_edge_kernel(
@@ -92,11 +91,6 @@ def learn_edge_kernel(
         kernels.append(np.asarray(params["weight"]))
         losses.append(float(loss))
     return kernels, losses
-
-
-def derivative_kernel(d: int) -> np.ndarray:
-    """(1, d+1) forward-difference kernel of order d: the smallest that takes a d-th derivative."""
-    return np.array([[(-1) ** (d - k) * math.comb(d, k) for k in range(d + 1)]], dtype=np.float32)
 
 
 def section_6_2(outdir: pathlib.Path, seed: int) -> None:
@@ -160,31 +154,17 @@ def section_6_2(outdir: pathlib.Path, seed: int) -> None:
     save(fig, outdir, "kernel_learning.png")
 
     subheading("Exercise 6.2.8.1: diagonal edges")
-    D = jnp.tril(jnp.ones((6, 8)))
-    show("D (lower-triangular image, one diagonal edge)", D)
-    show("corr2d(D, K)", ops.corr2d(D, K))
-    show("corr2d(D.T, K)", ops.corr2d(D.T, K))
-    show("corr2d(D, K.T)", ops.corr2d(D, K.T))
+    diagonal_edges()
     print(
         "A diagonal edge is both a horizontal and a vertical change: K and K.T both fire "
         "along it; transposing D flips the sign, transposing K shifts the response one row."
     )
 
     subheading("Exercise 6.2.8.4: derivative and integral kernels on a test signal")
-    t = np.arange(8.0)
-    signal = (t**2)[None, :]
-    show("f = t**2", signal)
-    show("second-derivative kernel", derivative_kernel(2))
-    show("corr2d(f, second-derivative kernel)", ops.corr2d(signal, derivative_kernel(2)))
+    derivative_kernels()
     print("f'' = 2 everywhere: the kernel is exact on quadratics.")
-    for d in (1, 2, 3):
-        fd = (t**d)[None, :]
-        show(f"order-{d} kernel (size {d + 1}) on t**{d}", ops.corr2d(fd, derivative_kernel(d)))
     print("A d-th derivative needs a kernel of at least d + 1 taps; on t**d it gives d!.")
-    n = signal.shape[1]
-    integral = ops.convolve2d(signal, np.ones((1, n), np.float32), "full")[:, :n]
-    show("integral kernel ones(1, n), full convolution, first n outputs", integral)
-    show("np.cumsum(f)", np.cumsum(signal, axis=1))
+    show("np.cumsum(f), the integral's values", np.cumsum(np.arange(8.0)[None, :] ** 2, axis=1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,22 +195,6 @@ def section_6_3() -> None:
 # 6.4 Multiple input and multiple output channels
 
 
-def compose_kernels(A: jax.Array, B: jax.Array) -> jax.Array:
-    """One kernel equal to cross-correlating with A (Cm, Ci, a, a) then with B (Co, Cm, b, b).
-
-    corr(corr(X, A), B) = corr(X, A * B) with * the full convolution, summed over the middle
-    channels: shape (Co, Ci, a + b - 1, a + b - 1).
-    """
-
-    def full(a, b):
-        return ops.convolve2d(a, b, "full")
-
-    over_i = jax.vmap(full, (0, None))  # A[m, i], B[o, m] -> (Ci, k, k)
-    over_o = jax.vmap(over_i, (None, 0))  # -> (Co, Ci, k, k)
-    over_m = jax.vmap(over_o, (0, 1))  # A[m], B[:, m] -> (Cm, Co, Ci, k, k)
-    return jnp.sum(over_m(A, B), axis=0)
-
-
 def section_6_4() -> None:
     heading("6.4 Multiple Input and Multiple Output Channels")
 
@@ -257,43 +221,11 @@ def section_6_4() -> None:
     )
 
     subheading("Exercise 6.4.5.1: two convolutions without a nonlinearity are one convolution")
-    X = rng.normal(size=(3, 10, 10)).astype(np.float32)
-    A = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)  # k1 = 3
-    B = rng.normal(size=(2, 4, 2, 2)).astype(np.float32)  # k2 = 2
-    two_step = ops.corr2d_multi_in_out(ops.corr2d_multi_in_out(X, A), B)
-    C = compose_kernels(A, B)
-    one_step = ops.corr2d_multi_in_out(X, C)
-    print(
-        f"k1 = {A.shape[-1]}, k2 = {B.shape[-1]} -> composed kernel {tuple(C.shape)} "
-        f"(size k1 + k2 - 1 = {A.shape[-1] + B.shape[-1] - 1})"
-    )
-    scale = float(jnp.max(jnp.abs(two_step)))
-    print(
-        f"two convolutions vs one: output {tuple(two_step.shape)}, "
-        f"max |diff| = {max_abs_diff(two_step, one_step):.2e} (outputs up to {scale:.1f})"
-    )
+    two_convolutions_as_one(rng)
 
 
 # --------------------------------------------------------------------------------------------
 # 6.5 Pooling
-
-
-def max_pool_2x2_via_relu(x: jax.Array) -> jax.Array:
-    """2x2/2 max pooling of NHWC ``x`` without a max: convolutions and ReLU only.
-
-    Depthwise stride-2 convolutions with one-hot 2x2 kernels pick the four window entries;
-    ``max(a, b) = a + relu(b - a)`` combines them.
-    """
-    c = x.shape[-1]
-
-    def pick(i: int, j: int) -> jax.Array:
-        w = jnp.zeros((2, 2, 1, c), x.dtype).at[i, j].set(1.0)
-        return ops.conv2d(x, w, stride=2, groups=c)
-
-    def pairmax(a, b):
-        return a + jax.nn.relu(b - a)
-
-    return pairmax(pairmax(pick(0, 0), pick(0, 1)), pairmax(pick(1, 0), pick(1, 1)))
 
 
 def section_6_5() -> None:
@@ -326,20 +258,10 @@ def section_6_5() -> None:
 
     subheading("Exercise 6.5.5.1: average pooling is a convolution")
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype(np.float32)
-    c = x.shape[-1]
-    w = jnp.full((2, 2, 1, c), 1.0 / 4)
-    as_conv = ops.conv2d(x, w, stride=2, groups=c)
-    print(
-        f"avg_pool2d(x, 2) vs depthwise conv2d with 1/4 kernels, stride 2: "
-        f"max |diff| = {max_abs_diff(ops.avg_pool2d(x, 2), as_conv):.2e}"
-    )
+    avg_pool_as_conv(x)
 
     subheading("Exercise 6.5.5.2: max pooling from convolutions and ReLU")
-    via = max_pool_2x2_via_relu(x)
-    print(
-        f"max_pool2d(x, 2) vs one-hot convolutions + a + relu(b - a): "
-        f"max |diff| = {max_abs_diff(ops.max_pool2d(x, 2), via):.2e}"
-    )
+    max_pool_from_relu(x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,10 +291,9 @@ def lenet_and_inputs(workdir: str | None, seed: int):
     # Only a trained run needs the trainer and the data pipeline.
     from cnnjax import data, train
 
-    # The run's own preprocessing (its normalisation statistics), through its run directory.
-    model, params, preprocess = train.restore_model(workdir, member=0)
-    with train.RunDir(workdir, read_only=True) as run:
-        cfg = train.resolve_config(run.read_json("config.json")).data
+    # The run's model, its own preprocessing (normalisation statistics) and the data it trained on.
+    model, params, preprocess, config = train.restore_model(workdir, member=0)
+    cfg = config.data
     ds = data.load(cfg.name, source=cfg.source, data_dir=cfg.dir or None)
     # The first test image of each of the first four classes.
     idx = [int(np.flatnonzero(ds.test_labels == c)[0]) for c in range(min(4, ds.num_classes))]
@@ -420,6 +341,10 @@ def section_6_6(outdir: pathlib.Path, seed: int, workdir: str | None) -> None:
 
     subheading("Exercise 6.6.4.4: activations of the first and second conv layers")
     model, params, images, names, source = lenet_and_inputs(workdir, seed)
+    print(
+        f"inputs ({source}): {', '.join(names)}; {'x'.join(map(str, images.shape[1:]))} "
+        f"each, values in [{images.min():.2f}, {images.max():.2f}]"
+    )
     feats = models.features(model, params, jnp.asarray(images))
     for layer, stage, file in ((1, "act1", "lenet_layer1.png"), (2, "act2", "lenet_layer2.png")):
         acts = np.asarray(feats[stage], dtype=np.float32)

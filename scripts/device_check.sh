@@ -6,7 +6,9 @@
 #   bash scripts/device_check.sh DATA_DIR [OUT_DIR]
 #
 # DATA_DIR holds Fashion-MNIST's four IDX files. Everything printed also goes to OUT_DIR/log
-# (default: $OUT, else runs/device_check), with the benchmark's JSON and each run's summary.json.
+# (default: $OUT, else runs/device_check), with the benchmark's JSON and each run's directory
+# less its checkpoints (OUT_DIR/<run>: summary, metrics, config, TensorBoard; read them with
+# cnnjax.train.RunDir).
 # Uses the machine's own jax/flax/optax (as on a GPU image that has them) plus the wheels under
 # .gpu/whl (see BENCHMARKS.md, "GPU check"). QUICK=1 shrinks every run, to try the script on a CPU.
 set -euo pipefail
@@ -49,7 +51,8 @@ fi
     time $python scripts/train.py --config configs/lenet.py \
       --workdir "/tmp/device_check_$name" --config.data.source=idx \
       --config.data.dir="$data_dir" --config.progress=False "${limit[@]}" "$@"
-    cp "/tmp/device_check_$name/summary.json" "$out/summary_$name.json"
+    mkdir -p "$out/$name"  # the run's files, not its checkpoints (megabytes per member)
+    tar -C "/tmp/device_check_$name" --exclude=./checkpoints -cf - . | tar -C "$out/$name" -xf -
   }
   train book_cold --config.num_epochs="$epochs"
   train book_warm --config.num_epochs="$epochs"

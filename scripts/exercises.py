@@ -7,11 +7,15 @@ Usage::
 
 ``EXERCISES.md`` holds the written answers, the training commands of 6.6.4.1-3 and their
 measured results; this script prints, under each exercise's full number (``### 6.4.5.2 ...``),
-the numbers that back those answers. Arrays print as ``label =`` followed by the array, as in
-``scripts/chapter6.py``, whose helpers (the derivative kernels, kernel composition, max pooling
-from ReLU, the synthetic LeNet inputs) are reused here. FLOP counts come from XLA itself:
-``jax.jit(f).lower(...).compile().cost_analysis()["flops"]`` (a multiply-add counts as 2).
-Nothing is downloaded and nothing is trained; the whole run compiles small programs only.
+the numbers that back those answers. Arrays print as ``label =`` followed by the array. FLOP
+counts come from XLA itself: ``jax.jit(f).lower(...).compile().cost_analysis()["flops"]`` (a
+multiply-add counts as 2). Nothing is downloaded and nothing is trained; the whole run compiles
+small programs only.
+
+Each exercise is computed here once. ``scripts/chapter6.py``, which shows some of them beside the
+book's worked examples (6.2.8.1, 6.2.8.4, 6.4.5.1, 6.5.5.1-2), calls the functions below, and
+prints with the same conventions (:func:`heading`, :func:`show`). This script imports no sibling
+script, so it also loads as a module on its own (``--results`` is used that way).
 """
 
 from __future__ import annotations
@@ -26,17 +30,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import chapter6  # noqa: E402  (the sibling script: its helpers and printing conventions)
-
-from cnnjax import models, ops  # noqa: E402
+from cnnjax import models, ops, train
 
 SECTIONS = ("6.1", "6.2", "6.3", "6.4", "6.5", "6.6")
-show, max_abs_diff = chapter6.show, chapter6.max_abs_diff
+
+
+# --------------------------------------------------------------------------------------------
+# How both chapter scripts print
+
+
+def heading(title: str) -> None:
+    print(f"\n== {title} ==")
 
 
 def exercise(number: str, title: str) -> None:
     print(f"\n### {number} {title}")
+
+
+def show(label: str, value) -> None:
+    """Prints ``label =`` then the array on the following lines."""
+    print(f"{label} =\n{np.array2string(np.asarray(value))}")
+
+
+def max_abs_diff(a, b) -> float:
+    return float(jnp.max(jnp.abs(jnp.asarray(a) - jnp.asarray(b))))
 
 
 def xla_flops(f: Callable, *args) -> float:
@@ -56,7 +73,7 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 
 def section_6_1() -> None:
-    chapter6.heading("6.1 From Fully Connected Layers to Convolutions: exercises")
+    heading("6.1 From Fully Connected Layers to Convolutions: exercises")
 
     exercise("6.1.6.1", "Delta = 0: a 1x1 convolution is a dense layer applied to every pixel")
     x = rng(0).normal(size=(2, 5, 5, 3)).astype(np.float32)
@@ -134,6 +151,46 @@ def section_6_1() -> None:
 # 6.2 Convolutions for images
 
 
+def edge_image() -> jax.Array:
+    """The book's 6x8 image (6.2.3): ones with a black (zero) vertical band in columns 2..5."""
+    return jnp.ones((6, 8)).at[:, 2:6].set(0.0)
+
+
+def diagonal_edges() -> None:
+    """6.2.8.1: the edge detector ``K = [[1, -1]]`` on a diagonal edge, and with the image or
+    the kernel transposed."""
+    K = jnp.array([[1.0, -1.0]])
+    D = jnp.tril(jnp.ones((6, 8)))
+    show("D (lower-triangular image, one diagonal edge)", D)
+    show("corr2d(D, K)", ops.corr2d(D, K))
+    show("corr2d(D.T, K)", ops.corr2d(D.T, K))
+    show("corr2d(D, K.T)", ops.corr2d(D, K.T))
+
+
+def derivative_kernel(d: int) -> np.ndarray:
+    """(1, d+1) forward-difference kernel of order d: the smallest that takes a d-th derivative."""
+    return np.array([[(-1) ** (d - k) * math.comb(d, k) for k in range(d + 1)]], dtype=np.float32)
+
+
+def derivative_kernels() -> None:
+    """6.2.8.4: the second derivative, the d-th derivatives and the integral as kernels on
+    ``t**d``, and the Laplacian on ``x**2 + y**2``."""
+    t = np.arange(8.0, dtype=np.float32)
+    f = (t**2)[None, :]
+    show("f = t**2", f)
+    show("second-derivative kernel", derivative_kernel(2))
+    show("corr2d(f, second-derivative kernel)", ops.corr2d(f, derivative_kernel(2)))
+    for d in (1, 2, 3):
+        fd = (t**d)[None, :]
+        show(f"order-{d} kernel (size {d + 1}) on t**{d}", ops.corr2d(fd, derivative_kernel(d)))
+    n = f.shape[1]
+    integral = ops.convolve2d(f, np.ones((1, n), np.float32), "full")[:, :n]
+    show("integral kernel ones(1, n), full convolution, first n outputs", integral)
+    yy, xx = np.mgrid[:6, :6].astype(np.float32)
+    lap = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
+    show("2-D: Laplacian kernel on x**2 + y**2", ops.corr2d(xx**2 + yy**2, lap))
+
+
 def corr2d_inplace(X: jax.Array, K: jax.Array) -> jax.Array:
     """The book's loop, ``Y[i, j] = (X[i:i + h, j:j + w] * K).sum()``, on a JAX array."""
     h, w = K.shape
@@ -155,18 +212,14 @@ def corr2d_functional(X: jax.Array, K: jax.Array) -> jax.Array:
 
 
 def section_6_2() -> None:
-    chapter6.heading("6.2 Convolutions for Images: exercises")
-    K = jnp.array([[1.0, -1.0]])
+    heading("6.2 Convolutions for Images: exercises")
 
     exercise("6.2.8.1", "diagonal edges, with X, K transposed")
-    D = jnp.tril(jnp.ones((6, 8)))
-    show("D (lower-triangular image, one diagonal edge)", D)
-    show("corr2d(D, K)", ops.corr2d(D, K))
-    show("corr2d(D.T, K)", ops.corr2d(D.T, K))
-    show("corr2d(D, K.T)", ops.corr2d(D, K.T))
+    diagonal_edges()
 
     exercise("6.2.8.2", "differentiating the hand-written Conv2D")
-    X = jnp.asarray(chapter6.edge_image())
+    K = jnp.array([[1.0, -1.0]])
+    X = edge_image()
     try:
         jax.grad(lambda k: corr2d_inplace(X, k).sum())(K)
         print("in-place version: no error")
@@ -186,23 +239,7 @@ def section_6_2() -> None:
     show("im2col patches @ K.ravel()", ops.corr2d_as_matmul(X, K2, method="im2col"))
 
     exercise("6.2.8.4", "second derivative, integral, and the smallest d-th derivative kernel")
-    t = np.arange(8.0, dtype=np.float32)
-    f = (t**2)[None, :]
-    show("f = t**2", f)
-    show("second-derivative kernel", chapter6.derivative_kernel(2))
-    show("corr2d(f, second-derivative kernel)", ops.corr2d(f, chapter6.derivative_kernel(2)))
-    for d in (1, 2, 3):
-        fd = (t**d)[None, :]
-        show(
-            f"order-{d} kernel (size {d + 1}) on t**{d}",
-            ops.corr2d(fd, chapter6.derivative_kernel(d)),
-        )
-    n = f.shape[1]
-    integral = ops.convolve2d(f, np.ones((1, n), np.float32), "full")[:, :n]
-    show("integral kernel ones(1, n), full convolution, first n outputs", integral)
-    yy, xx = np.mgrid[:6, :6].astype(np.float32)
-    lap = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
-    show("2-D: Laplacian kernel on x**2 + y**2", ops.corr2d(xx**2 + yy**2, lap))
+    derivative_kernels()
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +247,7 @@ def section_6_2() -> None:
 
 
 def section_6_3() -> None:
-    chapter6.heading("6.3 Padding and Stride: exercises")
+    heading("6.3 Padding and Stride: exercises")
     x = np.ones((1, 8, 8, 1), np.float32)
 
     exercise("6.3.4.1", "the last example: 8x8, kernel (3, 5), padding (0, 1), stride (3, 4)")
@@ -267,6 +304,43 @@ def section_6_3() -> None:
 # 6.4 Multiple input and multiple output channels
 
 
+def compose_kernels(A: jax.Array, B: jax.Array) -> jax.Array:
+    """One kernel equal to cross-correlating with A (Cm, Ci, a, a) then with B (Co, Cm, b, b).
+
+    corr(corr(X, A), B) = corr(X, A * B) with * the full convolution, summed over the middle
+    channels: shape (Co, Ci, a + b - 1, a + b - 1).
+    """
+
+    def full(a, b):
+        return ops.convolve2d(a, b, "full")
+
+    over_i = jax.vmap(full, (0, None))  # A[m, i], B[o, m] -> (Ci, k, k)
+    over_o = jax.vmap(over_i, (None, 0))  # -> (Co, Ci, k, k)
+    over_m = jax.vmap(over_o, (0, 1))  # A[m], B[:, m] -> (Cm, Co, Ci, k, k)
+    return jnp.sum(over_m(A, B), axis=0)
+
+
+def two_convolutions_as_one(r: np.random.Generator) -> None:
+    """6.4.5.1: a 3x3 then a 2x2 multi-channel convolution against the one composed 4x4 kernel,
+    on an input X (3, 10, 10) and kernels A (4, 3, 3, 3), B (2, 4, 2, 2) drawn from ``r`` in
+    that order."""
+    X = r.normal(size=(3, 10, 10)).astype(np.float32)
+    A = r.normal(size=(4, 3, 3, 3)).astype(np.float32)  # k1 = 3
+    B = r.normal(size=(2, 4, 2, 2)).astype(np.float32)  # k2 = 2
+    two_step = ops.corr2d_multi_in_out(ops.corr2d_multi_in_out(X, A), B)
+    C = compose_kernels(A, B)
+    one_step = ops.corr2d_multi_in_out(X, C)
+    print(
+        f"k1 = {A.shape[-1]}, k2 = {B.shape[-1]} -> composed kernel {tuple(C.shape)} "
+        f"(size k1 + k2 - 1 = {A.shape[-1] + B.shape[-1] - 1})"
+    )
+    scale = float(jnp.max(jnp.abs(two_step)))
+    print(
+        f"two convolutions vs one: output {tuple(two_step.shape)}, "
+        f"max |diff| = {max_abs_diff(two_step, one_step):.2e} (outputs up to {scale:.1f})"
+    )
+
+
 def in_image_macs(h, w, ci, co, k, pad, stride=1) -> int:
     """Multiply-adds of a conv whose taps on the zero padding are skipped, counted in numpy."""
     count = 0
@@ -305,19 +379,11 @@ def im2col(X: np.ndarray, k: int) -> np.ndarray:
 
 
 def section_6_4() -> None:
-    chapter6.heading("6.4 Multiple Input and Multiple Output Channels: exercises")
+    heading("6.4 Multiple Input and Multiple Output Channels: exercises")
     r = rng(0)
 
     exercise("6.4.5.1", "two convolutions without a nonlinearity are one; and the converse")
-    X = r.normal(size=(3, 10, 10)).astype(np.float32)
-    A = r.normal(size=(4, 3, 3, 3)).astype(np.float32)
-    B = r.normal(size=(2, 4, 2, 2)).astype(np.float32)
-    two = ops.corr2d_multi_in_out(ops.corr2d_multi_in_out(X, A), B)
-    C = chapter6.compose_kernels(A, B)
-    print(
-        f"k1 = 3, k2 = 2 -> composed kernel {tuple(C.shape)} (size k1 + k2 - 1 = 4); "
-        f"max |diff| = {max_abs_diff(two, ops.corr2d_multi_in_out(X, C)):.2e}"
-    )
+    two_convolutions_as_one(r)
     print(
         f"converse, one channel, 1-D: [1, 0, 1] = x**2 + 1 has roots "
         f"{np.roots([1.0, 0.0, 1.0]).tolist()}: no real size-2 factors"
@@ -326,7 +392,7 @@ def section_6_4() -> None:
     A5, B5 = factor_5x5(T)
     print(
         f"converse, 4 middle channels: a random 5x5 kernel as 3x3 then 3x3, "
-        f"max |diff| = {max_abs_diff(chapter6.compose_kernels(A5, B5), T):.2e}"
+        f"max |diff| = {max_abs_diff(compose_kernels(A5, B5), T):.2e}"
     )
 
     exercise("6.4.5.2", "cost and memory of a conv layer, forward and backward, vs XLA")
@@ -421,23 +487,51 @@ def lse_pool2d(x: jax.Array, window: int, tau: float) -> jax.Array:
     return m + tau * jnp.log(ops.avg_pool2d(jnp.exp((x - up) / tau), window))
 
 
-def section_6_5() -> None:
-    chapter6.heading("6.5 Pooling: exercises")
-    x = rng(0).normal(size=(2, 6, 6, 3)).astype(np.float32)
+def max_pool_2x2_via_relu(x: jax.Array) -> jax.Array:
+    """2x2/2 max pooling of NHWC ``x`` without a max: convolutions and ReLU only.
+
+    Depthwise stride-2 convolutions with one-hot 2x2 kernels pick the four window entries;
+    ``max(a, b) = a + relu(b - a)`` combines them.
+    """
     c = x.shape[-1]
 
-    exercise("6.5.5.1", "average pooling as a convolution")
+    def pick(i: int, j: int) -> jax.Array:
+        w = jnp.zeros((2, 2, 1, c), x.dtype).at[i, j].set(1.0)
+        return ops.conv2d(x, w, stride=2, groups=c)
+
+    def pairmax(a, b):
+        return a + jax.nn.relu(b - a)
+
+    return pairmax(pairmax(pick(0, 0), pick(0, 1)), pairmax(pick(1, 0), pick(1, 1)))
+
+
+def avg_pool_as_conv(x: np.ndarray) -> None:
+    """6.5.5.1: 2x2 average pooling of NHWC ``x`` against a depthwise stride-2 convolution."""
+    c = x.shape[-1]
     as_conv = ops.conv2d(x, jnp.full((2, 2, 1, c), 0.25), stride=2, groups=c)
     print(
         f"avg_pool2d(x, 2) vs depthwise conv2d with 1/4 kernels, stride 2: "
         f"max |diff| = {max_abs_diff(ops.avg_pool2d(x, 2), as_conv):.2e}"
     )
 
-    exercise("6.5.5.2", "max pooling from convolutions and ReLU")
+
+def max_pool_from_relu(x: np.ndarray) -> None:
+    """6.5.5.2: 2x2 max pooling of NHWC ``x`` against :func:`max_pool_2x2_via_relu`."""
     print(
         f"max_pool2d(x, 2) vs one-hot convolutions + a + relu(b - a): max |diff| = "
-        f"{max_abs_diff(ops.max_pool2d(x, 2), chapter6.max_pool_2x2_via_relu(x)):.2e}"
+        f"{max_abs_diff(ops.max_pool2d(x, 2), max_pool_2x2_via_relu(x)):.2e}"
     )
+
+
+def section_6_5() -> None:
+    heading("6.5 Pooling: exercises")
+    x = rng(0).normal(size=(2, 6, 6, 3)).astype(np.float32)
+
+    exercise("6.5.5.1", "average pooling as a convolution")
+    avg_pool_as_conv(x)
+
+    exercise("6.5.5.2", "max pooling from convolutions and ReLU")
+    max_pool_from_relu(x)
 
     exercise("6.5.5.3", "the cost of a pooling layer")
     xp = jnp.ones((1, 16, 16, 3))
@@ -494,9 +588,7 @@ def variant_config(name: str):
     """``configs/lenet_variants.py``'s base config with variant ``name``'s overrides applied."""
     module = load_config_module("lenet_variants")
     config = module.get_config()
-    for key, value in module.VARIANTS[name][1].items():
-        section, field = key.split(".")
-        config[section][field] = value
+    config.update_from_flattened_dict(module.VARIANTS[name][1])  # keys like "model.channels"
     return config
 
 
@@ -529,36 +621,40 @@ def mean_std(values) -> str:
     return f"{v.mean():.4f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.4f}"
 
 
-def results_table(root: pathlib.Path) -> list[str]:
-    """A markdown row per finished run under ``root`` (each a directory with summary.json).
+def results_table(root: pathlib.Path, log: Callable[[str], None] = print) -> list[str]:
+    """The markdown table of the finished runs in ``root``'s sub-directories, read through
+    :class:`cnnjax.train.RunDir`: per run and learning rate of its population, the mean ± sample
+    std over those members of the final validation accuracy (when the run had a validation
+    split) and test accuracy.
 
-    Reports, per learning rate of the population, the mean ± sample std over the members of the
-    final validation accuracy (when the run had a validation split) and test accuracy.
+    A sub-directory that holds no finished run (not a run, still training, or a summary that
+    cannot be read) is left out, with one line to ``log`` saying why.
     """
-    import json
-
     rows = [
         "| run | params | lr | members | val acc | test acc |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for summary_path in sorted(root.glob("*/summary.json")):
-        summary = json.loads(summary_path.read_text())
-        config = json.loads((summary_path.parent / "config.json").read_text())
-        lrs = np.asarray(config["population"]["learning_rates"])
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            with train.RunDir(path, read_only=True) as run:
+                config, summary = run.read_config(), run.read_summary()
+        except train.RunDirError as e:
+            log(f"left out {path.name}: {e}")
+            continue
+        lrs = np.asarray(config.population.learning_rates)
+        val = summary.get("val_accuracy")
         for lr in sorted(set(lrs.tolist())):
             sel = lrs == lr
-            val = summary.get("val_accuracy")
-            val_s = mean_std(np.asarray(val)[sel]) if val else "-"
-            test = mean_std(np.asarray(summary["test_accuracy"])[sel])
+            val_s = mean_std(val[sel]) if val is not None else "-"
             rows.append(
-                f"| {summary_path.parent.name} | {count_params(config['model']):,} | {lr:g} "
-                f"| {int(sel.sum())} | {val_s} | {test} |"
+                f"| {path.name} | {count_params(config.model):,} | {lr:g} | {int(sel.sum())} "
+                f"| {val_s} | {mean_std(summary['test_accuracy'][sel])} |"
             )
     return rows
 
 
 def section_6_6() -> None:
-    chapter6.heading("6.6 LeNet: exercises")
+    heading("6.6 LeNet: exercises")
     print("6.6.4.1-6.6.4.3 are training runs (configs/lenet_*.py, results in EXERCISES.md);")
     print("here: what each run trains, and its size.")
 
@@ -617,7 +713,11 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(sweep_commands()))
         return
     if args.results:
-        print("\n".join(results_table(pathlib.Path(args.results))))
+        root = pathlib.Path(args.results)
+        if not root.is_dir():
+            parser.error(f"--results {root} is not a directory (give the one holding the runs)")
+        table = results_table(root, log=lambda line: print(line, file=sys.stderr))
+        print("\n".join(table))
         return
     np.set_printoptions(precision=4, suppress=True)
     runners = {

@@ -10,57 +10,46 @@ whole split held in memory as float32 (pixels / 255) and reshuffled every epoch
 (``torch.randperm``; the last partial batch is dropped, as cnnjax does), and the test split
 evaluated after every epoch in batches of ``--eval-batch-size`` (1024) under
 ``torch.inference_mode``. Tensors are in the book's NCHW layout unless ``--memory-format
-channels_last`` (see ``scripts/_torch_lenet.py``). No checkpoints, metric files or plots are
+channels_last`` (see :mod:`cnnjax.bench`). No checkpoints, metric files or plots are
 written (cnnjax's trainer writes all three every epoch).
 
-Lines printed (machine-readable, the same shapes as ``scripts/train.py``'s):
+It prints lines of the same shapes as ``scripts/train.py``'s (``first step after S.SS s``,
+``epoch e/E: loss L, train acc A, test acc T  [S s]``), and ``forward batch B: N examples in S s``
+for each timed evaluation pass (``--forward-repeats``, after one untimed warm-up pass). Those
+lines are for people; with ``--out FILE`` the same numbers, unrounded, go to a JSON file, which is
+what ``scripts/bench_process.py`` reads:
 
-* ``first step after S.SS s`` -- seconds from this process's start (the kernel's start time of the
-  process, ``/proc/self/stat``) to the moment the first SGD step begins;
-* ``epoch e/E: loss L, train acc A, test acc T  [S s]`` -- S is the epoch's training time only;
-* ``forward batch B: N examples in S s`` -- one timed evaluation pass (``--forward-repeats``),
-  after one untimed warm-up pass.
+* ``first_step_seconds`` -- from the first line of this script (before its imports, as
+  ``scripts/train.py`` counts) to the moment the first SGD step begins; null without epochs;
+* ``epochs`` -- one ``{"epoch", "seconds", "train_loss", "train_accuracy", "test_accuracy"}`` per
+  epoch, ``seconds`` the epoch's training time only (as cnnjax's ``epoch_time_s``);
+* ``forward_seconds`` -- each timed evaluation pass of ``num_test`` images in batches of
+  ``forward_batch``;
+* ``num_train``, ``num_test``, ``batch_size``, ``threads`` (PyTorch's intra-op threads),
+  ``memory_format`` and ``torch`` (its version).
 
 PyTorch is the optional ``bench`` extra: ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
 
-import argparse
-import gzip
-import os
-import pathlib
-import sys
 import time
 
-import numpy as np
+_STARTED = time.perf_counter()  # before the imports, as scripts/train.py counts its start-up
 
-_IMPORTED_AT = time.monotonic()
+import argparse  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np  # noqa: E402
 
-import _torch_lenet  # noqa: E402  (the script's sibling, not a package module)
+from cnnjax import bench  # noqa: E402  (the yardstick; imports PyTorch only when called)
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-
-
-def seconds_since_process_start() -> float:
-    """Seconds since the kernel started this process (Linux ``/proc``; 10 ms resolution).
-
-    Elsewhere: seconds since this module was imported, a lower bound.
-    """
-    try:
-        with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        # Field 22 of proc(5), starttime in clock ticks after boot; fields[0] is field 3.
-        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return time.monotonic() - _IMPORTED_AT
 
 
 def read_idx(path: pathlib.Path) -> np.ndarray:
@@ -102,7 +91,7 @@ def book_lenet():
     """The book's LeNet with Xavier-uniform weights and zero biases (its ``init_cnn``)."""
     from torch import nn
 
-    net = _torch_lenet.lenet()
+    net = bench.torch_lenet()
     for module in net.modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
             nn.init.xavier_uniform_(module.weight)
@@ -141,13 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     p.add_argument(
         "--memory-format",
-        choices=_torch_lenet.MEMORY_FORMATS,
+        choices=bench.MEMORY_FORMATS,
         default="contiguous",
         help="tensor layout: the book's NCHW, or channels-last (oneDNN's faster one on CPU)",
     )
     p.add_argument(
         "--forward-repeats", type=int, default=0, help="timed evaluation passes after training"
     )
+    p.add_argument("--out", default="", help="also write the numbers, unrounded, as JSON here")
     args = p.parse_args(argv)
     for name in ("epochs", "train_limit", "test_limit", "threads", "forward_repeats"):
         if getattr(args, name) < 0:
@@ -167,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     train_x, train_y = map(torch.from_numpy, load_split(data_dir, "train", args.train_limit))
     test_x, test_y = map(torch.from_numpy, load_split(data_dir, "test", args.test_limit))
-    layout = _torch_lenet.torch_format(args.memory_format)
+    layout = bench.torch_memory_format(args.memory_format)
     train_x, test_x = (t.contiguous(memory_format=layout) for t in (train_x, test_x))
     num_train = train_x.shape[0]
     steps = num_train // args.batch_size
@@ -175,20 +165,33 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--batch-size {args.batch_size} exceeds the {num_train} training images")
     print(
         f"{data_dir.name} (idx): {num_train} train / {test_x.shape[0]} test images; "
-        f"{_torch_lenet.version()}",
+        f"{bench.torch_version()}",
         flush=True,
     )
-    net = _torch_lenet.place(book_lenet(), args.memory_format)
+    net = bench.to_memory_format(book_lenet(), args.memory_format)
     opt = torch.optim.SGD(net.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
 
+    record = {
+        "num_train": num_train,
+        "num_test": test_x.shape[0],
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "memory_format": args.memory_format,
+        "torch": torch.__version__,
+        "first_step_seconds": None,
+        "epochs": [],
+        "forward_batch": args.eval_batch_size,
+        "forward_seconds": [],
+    }
     train_seconds = 0.0
     for epoch in range(1, args.epochs + 1):
         order = torch.randperm(num_train, generator=generator)
         loss_sum = torch.zeros(())
         correct = torch.zeros((), dtype=torch.int64)
         if epoch == 1:
-            print(f"first step after {seconds_since_process_start():.2f} s", flush=True)
+            record["first_step_seconds"] = time.perf_counter() - _STARTED
+            print(f"first step after {record['first_step_seconds']:.2f} s", flush=True)
         start = time.perf_counter()
         for i in range(steps):
             idx = order[i * args.batch_size : (i + 1) * args.batch_size]
@@ -206,6 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         train_seconds += seconds
         _, test_acc = evaluate(net, test_x, test_y, args.eval_batch_size)
+        record["epochs"].append(
+            {
+                "epoch": epoch,
+                "seconds": seconds,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "test_accuracy": test_acc,
+            }
+        )
         print(
             f"epoch {epoch:>{len(str(args.epochs))}}/{args.epochs}: loss {train_loss:.3f}, "
             f"train acc {train_acc:.3f}, test acc {test_acc:.3f}  [{seconds:.3f} s]",
@@ -223,11 +235,16 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             evaluate(net, test_x, test_y, args.eval_batch_size)
             seconds = time.perf_counter() - start
+            record["forward_seconds"].append(seconds)
             print(
                 f"forward batch {args.eval_batch_size}: {test_x.shape[0]} examples in "
                 f"{seconds:.4f} s",
                 flush=True,
             )
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 

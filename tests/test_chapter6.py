@@ -1,6 +1,9 @@
-"""scripts/chapter6.py end to end: the book's numbers, recomputed here with numpy/scipy."""
+"""scripts/chapter6.py end to end: the book's numbers, recomputed here with numpy/scipy.
 
-import importlib.util
+The script imports its sibling ``scripts/exercises.py`` as a script does (Python puts ``scripts/``
+on the path of ``python scripts/chapter6.py``), so every test runs it as a process.
+"""
+
 import math
 import os
 import pathlib
@@ -19,15 +22,13 @@ SCRIPT = ROOT / "scripts" / "chapter6.py"
 FIGURES = ("edge_detection.png", "kernel_learning.png", "lenet_layer1.png", "lenet_layer2.png")
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """(stdout, outdir) of one full run in a fresh interpreter."""
-    outdir = tmp_path_factory.mktemp("chapter6")
+def run_script(*args) -> str:
+    """stdout of ``python scripts/chapter6.py *args``, in a fresh interpreter."""
     # The script compiles dozens of small programs; without XLA's optimisations that is
     # several times faster and the numbers stay exact to the tolerances below.
     env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1")
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--outdir", str(outdir)],
+        [sys.executable, str(SCRIPT), *map(str, args)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -35,16 +36,14 @@ def run(tmp_path_factory):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout, outdir
+    return proc.stdout
 
 
 @pytest.fixture(scope="module")
-def chapter6():
-    """The script as a module, for in-process runs."""
-    spec = importlib.util.spec_from_file_location("chapter6", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run(tmp_path_factory):
+    """(stdout, outdir) of one full run."""
+    outdir = tmp_path_factory.mktemp("chapter6")
+    return run_script("--outdir", outdir), outdir
 
 
 def _parse_nested(text):
@@ -233,15 +232,15 @@ def test_6_6_summary_and_figures(run):
     ]
     assert re.search(r"^total\s+61,706\s", text, re.M)
     assert "6 maps of 28x28 for 4 inputs" in text and "16 maps of 10x10 for 4 inputs" in text
+    assert "inputs (random parameters (untrained, seed 0)): square, disc, cross, diagonal" in text
     for name in FIGURES:
         assert f"[figure] {outdir / name}" in out
         img = matplotlib.image.imread(outdir / name)
         assert img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 0.01, name
 
 
-def test_section_flag_runs_one_section(chapter6, tmp_path, capsys):
-    chapter6.main(["--section", "6.3", "--outdir", str(tmp_path)])
-    out = capsys.readouterr().out
+def test_section_flag_runs_one_section(tmp_path):
+    out = run_script("--section", "6.3", "--outdir", tmp_path)
     assert "== 6.3 Padding and Stride ==" in out
     assert "== 6.2" not in out and "== 6.4" not in out
     assert list(tmp_path.iterdir()) == []
@@ -255,7 +254,9 @@ def fast_compiles():
     jax.config.update("jax_disable_most_optimizations", previous)
 
 
-def test_workdir_shows_a_trained_models_activations(chapter6, tmp_path, capsys, fast_compiles):
+def test_workdir_shows_a_trained_models_activations(tmp_path, capsys, fast_compiles):
+    """The activations of a trained run: its model, its preprocessing and its data's classes,
+    all from its run directory (``restore_model``)."""
     from cnnjax import train
 
     config = train.default_config()
@@ -267,15 +268,17 @@ def test_workdir_shows_a_trained_models_activations(chapter6, tmp_path, capsys, 
     train.train_and_evaluate(config, workdir)
     capsys.readouterr()
 
-    model, params, images, names, source = chapter6.lenet_and_inputs(str(workdir), seed=0)
-    assert source.startswith("trained") and str(workdir) in source
-    assert images.shape == (4, 28, 28, 1) and images.dtype == np.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0  # the run's "unit" normalisation
-    assert len(set(names)) == 4  # one image of each of four classes
-
     outdir = tmp_path / "figs"
-    outdir.mkdir()
-    chapter6.section_6_6(outdir, 0, str(workdir))
-    out = capsys.readouterr().out
-    assert "6 maps of 28x28 for 4 inputs" in out
+    out = run_script("--section", "6.6", "--workdir", workdir, "--outdir", outdir)
+    m = re.search(
+        rf"^inputs \(trained, member 0 of {re.escape(str(workdir))}\): (.+); 28x28x1 each, "
+        r"values in \[([\d.]+), ([\d.]+)\]$",
+        out,
+        re.M,
+    )
+    assert m, out
+    names = m.group(1).split(", ")
+    assert len(names) == len(set(names)) == 4  # one image of each of four classes
+    assert 0.0 <= float(m.group(2)) < float(m.group(3)) <= 1.0  # the run's "unit" normalisation
+    assert "6 maps of 28x28 for 4 inputs" in out and "16 maps of 10x10 for 4 inputs" in out
     assert sorted(p.name for p in outdir.iterdir()) == ["lenet_layer1.png", "lenet_layer2.png"]

@@ -13,10 +13,12 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from scipy import signal, special
 
+from cnnjax import train
 from tests.test_chapter6 import block, corr, max_pool
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -409,3 +411,37 @@ def test_section_flag_runs_one_section(exercises, capsys):
     exercises.main(["--section", "6.3"])
     printed = re.findall(r"^### (\S+) ", capsys.readouterr().out, flags=re.M)
     assert printed == NUMBERS["6.3"]
+
+
+@pytest.fixture
+def fast_compiles():
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def test_results_reads_each_run_through_its_run_directory(exercises, tmp_path, fast_compiles):
+    """``--results``: one row per run and learning rate, from the run's config and summary;
+    a directory that is no run is left out with the reason."""
+    config = train.default_config()
+    config.num_epochs, config.batch_size, config.eval_batch_size = 1, 32, 64
+    config.data.source, config.data.name = "bundled", "mnist_5k"
+    config.data.train_limit, config.data.test_limit = 128, 64
+    config.population.size, config.population.learning_rates = 2, (0.3, 0.9)
+    config.progress = False
+    summary = train.train_and_evaluate(config, tmp_path / "tiny", log=lambda line: None)
+    (tmp_path / "notes").mkdir()
+
+    left_out = []
+    rows = exercises.results_table(tmp_path, log=left_out.append)
+    assert rows[:2] == [
+        "| run | params | lr | members | val acc | test acc |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    test_acc = np.asarray(summary["test_accuracy"], np.float64)
+    assert rows[2:] == [
+        f"| tiny | 61,706 | {lr:g} | 1 | - | {acc:.4f} ± 0.0000 |"
+        for lr, acc in zip((0.3, 0.9), test_acc, strict=True)
+    ]
+    assert len(left_out) == 1 and left_out[0].startswith("left out notes: ")
