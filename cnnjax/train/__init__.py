@@ -11,8 +11,8 @@
 * :func:`population_map` -- one step over all members ("vmap" | "map" | "auto").
 * :func:`make_train_epoch`, :func:`make_train_step`, :func:`make_eval_fn` -- the compiled programs.
 * :class:`RunDir` -- the run directory's one door (``RunDir(path, read_only=True)`` reads a run);
-  the schemas of its files in :mod:`cnnjax.train.runfiles`; the errors of
-  :mod:`cnnjax.train.errors`.
+  the schemas of its files in :mod:`cnnjax.train.runfiles`; :class:`TensorBoardWriter`, a run's
+  event files (:mod:`cnnjax.train.tensorboard`); the errors of :mod:`cnnjax.train.errors`.
 
 Names are imported on first use, so a config file's ``from cnnjax.train import default_config``
 loads the schema alone, not the trainer, Orbax or TensorBoard's writer.
@@ -40,6 +40,7 @@ _EXPORTS = {
     "make_train_step": "programs",
     "RunDir": "rundir",
     "RunFileError": "runfiles",
+    "TensorBoardWriter": "tensorboard",
     "Setup": "setup",
     "set_up": "setup",
     "make_run_mesh": "setup",
