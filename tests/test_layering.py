@@ -1,4 +1,5 @@
-"""The package's layering: no layer imports one above it (ops -> nn -> models -> data/train)."""
+"""The package's layering: no layer imports one above it (ops -> nn -> models -> data/train ->
+bench, the benchmarks' yardstick)."""
 
 import subprocess
 import sys
@@ -7,11 +8,12 @@ import pytest
 
 # Each layer and the layers it must not pull in, directly or indirectly.
 FORBIDDEN = {
-    "cnnjax.ops": ("cnnjax.nn", "cnnjax.models", "cnnjax.data", "cnnjax.train"),
+    "cnnjax.ops": ("cnnjax.nn", "cnnjax.models", "cnnjax.data", "cnnjax.train", "cnnjax.bench"),
     # The Flax layers build on the ops only; models may build on them.
-    "cnnjax.nn": ("cnnjax.models", "cnnjax.data", "cnnjax.train"),
-    "cnnjax.models": ("cnnjax.data", "cnnjax.train"),
-    "cnnjax.data": ("cnnjax.models", "cnnjax.train"),
+    "cnnjax.nn": ("cnnjax.models", "cnnjax.data", "cnnjax.train", "cnnjax.bench"),
+    "cnnjax.models": ("cnnjax.data", "cnnjax.train", "cnnjax.bench"),
+    "cnnjax.data": ("cnnjax.models", "cnnjax.train", "cnnjax.bench"),
+    "cnnjax.train": ("cnnjax.bench",),
 }
 
 

@@ -140,7 +140,8 @@ class RunDir:
         self._mode = 0o666 & ~_umask()
         self._lock_fd: int | None = None
         self._manager: ocp.CheckpointManager | None = None
-        self.primary = jax.process_index() == 0
+        # Reading a run starts no JAX backend; only a trainer asks which process it is.
+        self.primary = True if read_only else jax.process_index() == 0
         self._check_path()
         if read_only:
             if not os.path.isdir(self.checkpoint_dir):

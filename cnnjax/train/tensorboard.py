@@ -28,15 +28,27 @@ import os
 import pathlib
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
-from tensorboardX.proto import event_pb2, summary_pb2
-from tensorboardX.record_writer import masked_crc32c
-from tensorboardX.summary import hparams as hparams_summaries
+
+# tensorboardX's package import also imports torch when torch is installed (seconds of every
+# run's start-up, only for torch tensors, which cnnjax never passes; torch is an optional extra). It is hidden for that one import: ``import torch`` then raises
+# ImportError, which tensorboardX handles as torch being absent.
+_HIDE_TORCH = "torch" not in sys.modules
+if _HIDE_TORCH:
+    sys.modules["torch"] = None  # type: ignore[assignment]
+try:
+    from tensorboardX.proto import event_pb2, summary_pb2
+    from tensorboardX.record_writer import masked_crc32c
+    from tensorboardX.summary import hparams as hparams_summaries
+finally:
+    if _HIDE_TORCH:
+        del sys.modules["torch"]
 
 __all__ = ["FIGURES_RUN", "TensorBoardWriter", "member_run", "profile", "tag"]
 
