@@ -37,8 +37,9 @@ import jax
 import numpy as np
 
 # tensorboardX's package import also imports torch when torch is installed (seconds of every
-# run's start-up, only for torch tensors, which cnnjax never passes; torch is an optional extra). It is hidden for that one import: ``import torch`` then raises
-# ImportError, which tensorboardX handles as torch being absent.
+# run's start-up, only for torch tensors, which cnnjax never passes; torch is an optional
+# extra). It is hidden for that one import: ``import torch`` then raises ImportError, which
+# tensorboardX handles as torch being absent.
 _HIDE_TORCH = "torch" not in sys.modules
 if _HIDE_TORCH:
     sys.modules["torch"] = None  # type: ignore[assignment]
