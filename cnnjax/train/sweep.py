@@ -113,7 +113,8 @@ def default_sweep_config() -> ml_collections.ConfigDict:
     * ``overrides``: training config keys applied to the base for every variant (e.g. a smaller
       data set for the whole sweep), nested like the config (``{"data": {"train_limit": 600}}``).
     * ``variants``: name -> overrides of the base, nested the same way, each a structural
-      variant (``{"model": {"channels": (8, 16)}}``); ``{}`` is the base itself. Any key of
+      variant (``{"model": {"channels": (8, 16)}}``); ``{}`` is the base itself. Rows come
+      in name order (a ``ConfigDict`` sorts its keys). Any key of
       the training config but those the protocol sets (``num_epochs``, ``evaluate_test``,
       ``seed``, ``population.*``).
     * ``axes.{learning_rate, momentum, weight_decay}``: the values each variant is trained at.
@@ -162,9 +163,8 @@ class Sweep:
 def _unknown(path: str, key: str, known: Sequence[str], hint: str = "") -> ConfigError:
     close = difflib.get_close_matches(key, list(known), n=1)
     did = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(
-        f"sweep config {path}: unknown key {key!r}{did}{hint}; valid keys: {sorted(known)}"
-    )
+    where = f"sweep config {path}" if path else "sweep config"
+    return ConfigError(f"{where}: unknown key {key!r}{did}{hint}; valid keys: {sorted(known)}")
 
 
 def _check_keys(node: Mapping[str, Any], schema: ml_collections.ConfigDict, path: str) -> None:
@@ -423,6 +423,12 @@ def plan_groups(
         population["freeze_diverged"] = True
         where = f"variants[{variant!r}]" + (f" at {dict(point)}" if point else "")
         resolved = _resolve(config, where)
+        if "momentum" in point and resolved.optimizer.name != "momentum":
+            raise ConfigError(
+                f"sweep {where}: axes.momentum cannot vary: optimizer "
+                f"{resolved.optimizer.name!r} has no momentum hyper-parameter; set "
+                f"optimizer.name='momentum' (in overrides or the variant) or drop the axis"
+            )
         if not resolved.data.validation_size:
             raise ConfigError(
                 f"sweep {where}: data.validation_size is 0, but a sweep chooses on a validation "
