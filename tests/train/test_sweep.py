@@ -254,3 +254,23 @@ def test_bad_sweep_configs_are_one_line_with_exit_status_2(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
         assert fragment in lines[0], (name, lines[0])
         assert not (tmp_path / name).exists(), name  # refused before anything was written
+
+
+def test_every_per_member_value_reaches_tensorboards_hparams(smoke):
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    workdir, _, _ = smoke
+    group = workdir / "screening" / "g1-narrow"
+    with RunDir(group, read_only=True) as run:
+        pop = run.read_config().population
+    for i in range(pop.size):
+        acc = event_accumulator.EventAccumulator(str(group / "tensorboard" / f"member_{i}"))
+        acc.Reload()
+        content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+        values = {k: v.number_value for k, v in start.hparams.items()}
+        assert values["seed"] == pop.seeds[i]
+        assert values["learning_rate"] == pytest.approx(pop.learning_rates[i])
+        assert values["momentum"] == pytest.approx(pop.momentums[i])
+        assert values["weight_decay"] == pytest.approx(pop.weight_decays[i])
