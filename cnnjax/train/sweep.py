@@ -66,9 +66,12 @@ __all__ = [
     "default_sweep_config",
     "main",
     "model_cost",
+    "pareto_figure",
+    "pareto_front",
     "plan_groups",
     "resolve_sweep",
     "run_sweep",
+    "write_records",
 ]
 
 # Numeric axes: sweep name -> the population key that carries one value per member.
@@ -542,7 +545,11 @@ def _train_group(
 
 
 def _rows_of(results: Sequence[GroupResult], sweep: Sweep, stage: str) -> list[dict[str, Any]]:
-    """One record row per (variant, point) of ``stage``, from its members' group summaries."""
+    """One record row per (variant, point) of ``stage``, from its members' group summaries.
+
+    A member that diverged (frozen, see ``population.freeze_diverged``) counts with the accuracy
+    of its frozen state and in ``diverged``; a group whose members all diverged has no summary,
+    its rows no accuracy (and are never finalists)."""
     acc: dict[tuple[str, tuple], dict[str, Any]] = {}
     for result in results:
         config, summary = result.group.config, result.summary
@@ -667,13 +674,13 @@ def run_sweep(
         ]
         stage_rows = _rows_of(results, sweep, stage)
         all_rows += stage_rows
+        write_records(workdir, all_rows)  # the screening's table stands if the final fails
         if stage == "screening":
             finalists = _rank(stage_rows, sweep.top_k)
             if not finalists:
                 log("screening: every member diverged; no finalist")
                 break
             rows = [(r["structure"], r["_point"]) for r in finalists]
-    write_records(workdir, all_rows)
     return [{k: r[k] for k in COLUMNS} for r in all_rows]
 
 
@@ -702,7 +709,19 @@ def _cell(value: Any) -> str:
 
 
 def write_records(workdir: str, rows: Sequence[dict[str, Any]]) -> None:
-    """``results.csv``, ``results.md`` and ``results.png`` of ``rows`` in ``workdir``."""
+    """``results.csv``, ``results.md`` and ``results.png`` of ``rows`` in ``workdir``.
+
+    Raises:
+      ValueError: a row that is not a finalist's carries test numbers (the protocol forbids
+        reporting them: only finalists were chosen without looking at the test set).
+      WriteError: a file could not be written (the previous one stays whole).
+    """
+    for r in rows:
+        if r["stage"] != "final" and (r["test_acc_mean"] != "" or r["test_acc_std"] != ""):
+            raise ValueError(
+                f"write_records: row {r['variant']!r} of stage {r['stage']!r} has test numbers; "
+                f"only finalists are evaluated on the test set"
+            )
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -793,11 +812,14 @@ def pareto_figure(rows: Sequence[dict[str, Any]]):
 _USAGE = "usage: sweep.py --config=configs/sweeps/NAME.py --workdir=runs/NAME"
 
 
-def _parse(argv: Sequence[str]) -> tuple[str, str]:
+def _parse(argv: Sequence[str]) -> tuple[str, str] | None:
+    """``(config, workdir)`` of the command line, or None for ``--help``."""
     values: dict[str, str] = {}
     args = list(argv[1:])
     while args:
         arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            return None
         name, eq, value = arg.partition("=")
         if name not in ("--config", "--workdir"):
             raise ConfigError(f"unexpected argument {arg!r}; {_USAGE}")
@@ -820,7 +842,11 @@ def main(argv: Sequence[str]) -> int:
     from cnnjax.train import cli
 
     try:
-        path, workdir = _parse(argv)
+        parsed = _parse(argv)
+        if parsed is None:
+            print(f"{_USAGE}\n\n{__doc__.split(chr(10) + chr(10))[0]}")
+            return 0
+        path, workdir = parsed
         config = load_config_file(path)
         resolve_sweep(config)
     except ConfigError as e:

@@ -20,6 +20,7 @@ from cnnjax.train.sweep import (
     plan_groups,
     resolve_sweep,
     run_sweep,
+    write_records,
 )
 from tests.train.tiny import subprocess_env
 
@@ -274,3 +275,14 @@ def test_every_per_member_value_reaches_tensorboards_hparams(smoke):
         assert values["learning_rate"] == pytest.approx(pop.learning_rates[i])
         assert values["momentum"] == pytest.approx(pop.momentums[i])
         assert values["weight_decay"] == pytest.approx(pop.weight_decays[i])
+
+
+def test_records_refuse_test_numbers_outside_the_final_stage(smoke, tmp_path):
+    _, rows, _ = smoke
+    leaked = [dict(r) for r in rows]
+    leaked[0].update(test_acc_mean=0.5, test_acc_std=0.0)
+    with pytest.raises(ValueError, match="only finalists are evaluated on the test set"):
+        write_records(str(tmp_path), leaked)
+    assert not list(tmp_path.iterdir())
+    write_records(str(tmp_path), rows)
+    assert _read_csv(tmp_path / "results.csv") == _read_csv(smoke[0] / "results.csv")
