@@ -13,7 +13,8 @@ Rerunning the command resumes (finished groups are read back). Results: ``result
 
 Keys (every one, with its default: :func:`cnnjax.train.sweep.default_sweep_config`):
 
-* ``base``: the training config file every variant starts from.
+* ``base``: the training config file every variant starts from (a relative path is from the
+  current directory; here it is found from this file's).
 * ``overrides``: training config keys changed for the whole sweep, nested like the config.
 * ``variants``: name -> the training config keys this variant changes (a model, data or
   optimizer-name change; ``{}`` is the base). Variants with equal configs share a population.
@@ -25,12 +26,14 @@ Keys (every one, with its default: :func:`cnnjax.train.sweep.default_sweep_confi
   sweep), then evaluated on the test set once.
 """
 
+import pathlib
+
 import ml_collections
 
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.base = "configs/lenet.py"
+    c.base = str(pathlib.Path(__file__).resolve().parents[1] / "lenet.py")  # the book's LeNet
     c.overrides = {
         "batch_size": 32,
         "eval_batch_size": 100,

@@ -29,10 +29,7 @@ SMOKE = str(ROOT / "configs" / "sweeps" / "smoke.py")
 
 
 def _smoke_config():
-    # The smoke config names its base relative to the repository root.
-    config = load_config_file(SMOKE)
-    config.base = str(ROOT / config.base)
-    return config
+    return load_config_file(SMOKE)
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +165,15 @@ def test_variants_with_equal_configs_share_a_population():
     assert all(not g.config.evaluate_test and g.config.num_epochs == 1 for g in groups)
     final = plan_groups(sweep, "final", rows[:1])
     assert final[0].config.evaluate_test and final[0].config.population.seeds == (0, 1)
+
+
+@pytest.mark.parametrize("name", ["smoke", "lenet_variants"])
+def test_shipped_sweep_configs_resolve_into_groups(name):
+    sweep = resolve_sweep(load_config_file(str(ROOT / "configs" / "sweeps" / f"{name}.py")))
+    rows = [(v, p) for v in sweep.variants for p in sweep.points]
+    groups = plan_groups(sweep, "screening", rows)
+    assert len(groups) == len(sweep.variants) >= 2  # every variant its own shape
+    assert len(sweep.points) >= 2 and all(not g.config.evaluate_test for g in groups)
 
 
 def test_grids_and_the_pareto_front():
