@@ -61,6 +61,7 @@ from cnnjax.train.rundir import RunDir
 __all__ = [
     "AXES",
     "COLUMNS",
+    "STAGES",
     "Group",
     "Member",
     "default_sweep_config",
@@ -81,7 +82,12 @@ AXES = {
     "weight_decay": "weight_decays",
 }
 
-# The columns of results.csv / results.md, in order.
+# The columns of results.csv / results.md, in order. ``variant`` is the structure and the swept
+# values ("narrow lr=0.05"); ``params`` and ``macs`` (forward multiply-adds per example) come from
+# :func:`model_cost`; ``seeds`` counts the row's members, ``diverged`` those that diverged;
+# accuracies are mean and (population) std over the row's members, empty when none has one (the
+# test columns always, except for finalists); ``examples_per_s`` is the group's training
+# throughput per member (examples·models/s over its size); ``group`` the run directory's name.
 COLUMNS = (
     "variant",
     "stage",
@@ -411,7 +417,10 @@ def plan_groups(
 
     Raises:
       ConfigError: a row's training config is invalid (the message names the variant).
+      ValueError: ``stage`` is not one of :data:`STAGES`.
     """
+    if stage not in STAGES:
+        raise ValueError(f"plan_groups: stage must be one of {list(STAGES)}, got {stage!r}")
     screening = stage == "screening"
     epochs = sweep.screening_epochs if screening else sweep.final_epochs
     seeds = sweep.screening_seeds if screening else sweep.final_seeds
@@ -503,14 +512,16 @@ def _finished(path: str, group: Group) -> GroupResult | None:
     if not os.path.isfile(os.path.join(path, "summary.json")):
         return None
     with RunDir(path, read_only=True) as run:
-        if run.read_config().to_dict() != group.config.to_dict():
+        saved, wanted = run.read_config().to_dict(), group.config.to_dict()
+        # A raised num_epochs is left to train_and_evaluate, which resumes where it may.
+        if {**saved, "num_epochs": 0} != {**wanted, "num_epochs": 0}:
             raise RunDirError(
                 f"{path} holds a different run than this sweep's group {group.name} (the sweep "
                 f"config changed); use a new --workdir"
             )
         summary = run.read_summary()
         if summary["epochs"] != group.config.num_epochs:
-            return None  # e.g. num_epochs was raised: train_and_evaluate resumes it
+            return None
         return GroupResult(group, summary, tuple(run.read_info().shapes.input_shape))
 
 
@@ -544,7 +555,7 @@ def _train_group(
         return GroupResult(group, summary, tuple(run.read_info().shapes.input_shape))
 
 
-def _rows_of(results: Sequence[GroupResult], sweep: Sweep, stage: str) -> list[dict[str, Any]]:
+def _rows_of(results: Sequence[GroupResult], stage: str) -> list[dict[str, Any]]:
     """One record row per (variant, point) of ``stage``, from its members' group summaries.
 
     A member that diverged (frozen, see ``population.freeze_diverged``) counts with the accuracy
@@ -600,7 +611,8 @@ def _rows_of(results: Sequence[GroupResult], sweep: Sweep, stage: str) -> list[d
                 "diverged": r["div"],
                 **_mean_std("val_acc", r["val"]),
                 **_mean_std("test_acc", r["test"]),
-                "examples_per_s": r.get("eps", float("nan")),
+                # Empty when unknown: nothing trained (all diverged, or every epoch resumed).
+                "examples_per_s": r["eps"] if math.isfinite(r.get("eps", math.nan)) else "",
                 "group": r["group"],
                 "_point": dict(point),
             }
@@ -672,7 +684,7 @@ def run_sweep(
             _train_group(g, os.path.join(_stage_dir(workdir, stage), g.name), log, train)
             for g in groups
         ]
-        stage_rows = _rows_of(results, sweep, stage)
+        stage_rows = _rows_of(results, stage)
         all_rows += stage_rows
         write_records(workdir, all_rows)  # the screening's table stands if the final fails
         if stage == "screening":

@@ -292,3 +292,21 @@ def test_records_refuse_test_numbers_outside_the_final_stage(smoke, tmp_path):
     assert not list(tmp_path.iterdir())
     write_records(str(tmp_path), rows)
     assert _read_csv(tmp_path / "results.csv") == _read_csv(smoke[0] / "results.csv")
+
+
+def test_a_group_whose_members_all_diverge_is_recorded_and_not_retrained(tmp_path):
+    config = _smoke_config()
+    config.variants = {"narrow": {"model": {"channels": (4, 8), "dense": (32,)}}}
+    config.axes.learning_rate = (1e4,)  # every member's loss explodes in the first epoch
+    lines = []
+    rows = run_sweep(config, tmp_path, log=lines.append)
+    assert len(rows) == 1 and rows[0]["stage"] == "screening"
+    assert rows[0]["val_acc_mean"] == "" and rows[0]["diverged"] == 2
+    assert any("no finalist" in line for line in lines)
+    assert (tmp_path / "screening" / "g0-narrow.diverged").is_file()
+    assert not (tmp_path / "final").exists()
+
+    def no_training(config, path):
+        raise AssertionError(f"{path} was trained again")
+
+    assert run_sweep(config, tmp_path, train=no_training, log=lambda line: None) == rows
