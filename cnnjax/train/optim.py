@@ -21,37 +21,42 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
-def _base(name: str, coupled: bool) -> Callable[..., optax.GradientTransformation]:
+def _base(name: str, coupled: bool, l2: float = 0.0) -> Callable[..., optax.GradientTransformation]:
     """The factory ``inject_hyperparams`` wraps: each of its float arguments becomes a state entry.
 
-    Every numeric hyper-parameter is an argument (never a Python constant closed over), so it is
-    read from the state and one compiled update serves members with different values. ``coupled``
-    (static) adds classic L2 regularisation, the book's 3.7 weight decay, to the gradient; without
-    it the book's plain update is left untouched.
+    A numeric hyper-parameter given as an argument is read from the state, so one compiled update
+    serves members with different values. ``coupled`` (static) adds classic L2 regularisation,
+    the book's 3.7 weight decay, to the gradient with ``weight_decay`` such an argument.
+    Otherwise ``l2`` > 0 adds it as a constant -- the structure of the state before per-member
+    decays existed, so that those runs' checkpoints still restore -- and 0 leaves the book's
+    plain update untouched.
     """
 
-    def l2(weight_decay: float) -> optax.GradientTransformation:
+    def constant(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+        return optax.chain(optax.add_decayed_weights(l2), tx) if l2 else tx
+
+    def l2_term(weight_decay: float) -> optax.GradientTransformation:
         return optax.add_decayed_weights(weight_decay)
 
     def sgd(learning_rate: float) -> optax.GradientTransformation:
-        return optax.sgd(learning_rate)
+        return constant(optax.sgd(learning_rate))
 
     def sgd_l2(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
-        return optax.chain(l2(weight_decay), optax.sgd(learning_rate))
+        return optax.chain(l2_term(weight_decay), optax.sgd(learning_rate))
 
     def momentum(learning_rate: float, momentum: float) -> optax.GradientTransformation:
-        return optax.sgd(learning_rate, momentum=momentum)
+        return constant(optax.sgd(learning_rate, momentum=momentum))
 
     def momentum_l2(
         learning_rate: float, momentum: float, weight_decay: float
     ) -> optax.GradientTransformation:
-        return optax.chain(l2(weight_decay), optax.sgd(learning_rate, momentum=momentum))
+        return optax.chain(l2_term(weight_decay), optax.sgd(learning_rate, momentum=momentum))
 
     def adam(learning_rate: float) -> optax.GradientTransformation:
-        return optax.adam(learning_rate)
+        return constant(optax.adam(learning_rate))
 
     def adam_l2(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
-        return optax.chain(l2(weight_decay), optax.adam(learning_rate))
+        return optax.chain(l2_term(weight_decay), optax.adam(learning_rate))
 
     def adamw(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
         # Decoupled weight decay (Loshchilov & Hutter), always present: it is adamw's point.
@@ -106,9 +111,11 @@ def make_optimizer(
         transformation serves members initialised with different values. ``momentum`` is a
         state entry of "momentum" only; ``weight_decay`` of "adamw" always (decoupled decay) and of
         the others when ``decays`` (coupled L2: ``weight_decay * params`` added to the gradient).
-      decays: whether sgd/momentum/adam add the L2 term at all (static: it changes the program).
-        Default: ``optimizer["weight_decay"] > 0``. A population passes True when any member
-        decays, so that a member with decay 0 shares its program (adding ``0 * params``).
+      decays: for sgd/momentum/adam (static: it changes the program and the state's structure).
+        True: the L2 term is in every update, its value a state entry (a member with decay 0
+        adds ``0 * params``), what a population with per-member decays needs. None (default):
+        ``optimizer["weight_decay"]`` is a constant of the update (none if 0), as before
+        per-member decays existed, so that older checkpoints restore. False: no L2 term.
 
     Returns:
       An ``optax.GradientTransformation`` whose state holds ``hyperparams`` (learning_rate, and
@@ -119,8 +126,6 @@ def make_optimizer(
         ``steps_per_epoch`` / ``num_epochs``.
     """
     name = optimizer["name"]
-    if decays is None:
-        decays = optimizer["weight_decay"] > 0
     hparams: dict[str, float] = {
         "learning_rate": optimizer["learning_rate"] if learning_rate is None else learning_rate
     }
@@ -130,7 +135,8 @@ def make_optimizer(
         hparams["weight_decay"] = (
             optimizer["weight_decay"] if weight_decay is None else weight_decay
         )
-    tx = optax.inject_hyperparams(_base(name, name != "adamw" and decays))(**hparams)
+    l2 = optimizer["weight_decay"] if decays is None and name != "adamw" else 0.0
+    tx = optax.inject_hyperparams(_base(name, name != "adamw" and bool(decays), l2))(**hparams)
 
     schedule = optimizer["schedule"]
     if schedule == "constant":

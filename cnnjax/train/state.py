@@ -66,9 +66,10 @@ def create_population(
       :func:`cnnjax.train.steps.train_step`).
 
     Member ``i`` equals what a population of one with seed ``seeds[i]`` and member ``i``'s
-    hyper-parameters gets, bit for bit (``jax.random`` is vmap-invariant). The coupled L2 term of
-    sgd/momentum/adam is in every member's update when any member's weight decay is > 0 (it
-    adds ``0 * params`` for the others), so that all share one program.
+    hyper-parameters gets, bit for bit (``jax.random`` is vmap-invariant). With
+    ``population.weight_decays`` given, the coupled L2 term of sgd/momentum/adam is in every
+    member's update with its own value (``0 * params`` for a member with 0), so that all share
+    one program.
 
     Raises:
       ValueError: an unresolved config, or ``input_shape`` that is not a sequence of 3 positive
@@ -86,8 +87,10 @@ def create_population(
         )
     hparams = member_hyperparams(config)
     schedule = {"steps_per_epoch": steps_per_epoch, "num_epochs": config.num_epochs}
-    # Static: whether the update has an L2 term at all (a per-member value could not decide it).
-    decays = any(w > 0 for w in hparams["weight_decay"])
+    # Static: per-member decays are state entries (one program for every value); without them
+    # the optimizer's decay stays a constant of the update, the state's structure unchanged from
+    # before per-member decays existed, so older run directories resume.
+    decays = True if config.population.weight_decays else None
     tx = make_optimizer(config.optimizer, decays=decays, **schedule)
     seeds = jnp.asarray(config.population.seeds, dtype=jnp.uint32)
     values = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in hparams.items()}

@@ -227,6 +227,15 @@ def test_update_reads_momentum_and_coupled_weight_decay_from_the_state(name):
             )
 
 
+def test_a_shared_coupled_decay_keeps_the_state_structure_of_older_checkpoints():
+    # Without per-member decays the decay stays a constant of the update: the state holds only
+    # the learning rate, as checkpoints written before per-member decays existed do (with a
+    # "weight_decay" entry their restore fails and the run would start over).
+    for name in ("sgd", "momentum", "adam"):
+        state = make_optimizer({**BASE, "name": name, "weight_decay": 0.05}).init(PARAMS)
+        assert set(state.hyperparams) == {"learning_rate"} | ({"momentum"} & {name})
+
+
 def test_schedules_need_the_number_of_steps():
     with pytest.raises(ValueError, match="needs steps_per_epoch and num_epochs"):
         make_optimizer({**BASE, "schedule": "cosine"})
