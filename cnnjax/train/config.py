@@ -26,9 +26,12 @@ Keys (defaults in :func:`default_config`):
   training batch (:func:`cnnjax.data.augment`); evaluation never.
 * ``model.*``: the fields of :class:`cnnjax.models.LeNet` (see ``LeNet.default_config()``).
 * ``optimizer.{name, learning_rate, momentum, weight_decay, schedule, warmup_epochs}``.
-* ``population.{size, seeds, learning_rates, strategy, freeze_diverged}``: ``size`` members trained
-  in one compiled step; empty ``seeds`` means ``seed + i`` for member ``i`` and empty
-  ``learning_rates`` means ``optimizer.learning_rate`` for every member.
+* ``population.{size, seeds, learning_rates, momentums, weight_decays, strategy,
+  freeze_diverged}``: ``size`` members trained in one compiled step; empty ``seeds`` means
+  ``seed + i`` for member ``i`` and empty ``learning_rates`` means ``optimizer.learning_rate`` for
+  every member. ``momentums`` and ``weight_decays`` likewise give each member its own
+  ``optimizer.momentum`` (optimizer "momentum" only) and ``optimizer.weight_decay``; empty means
+  the optimizer's value for every member (:func:`member_hyperparams` gives the values per member).
 * ``max_loss_factor``: a member has diverged once a minibatch loss exceeds this multiple of its
   loss at initialisation (or is non-finite); 0 keeps only the non-finite test. See
   :func:`cnnjax.train.steps.train_step`.
@@ -75,6 +78,7 @@ __all__ = [
     "check_override",
     "default_config",
     "load_config_file",
+    "member_hyperparams",
     "resolve_config",
 ]
 
@@ -129,6 +133,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.population.size = 1
     c.population.seeds = ()
     c.population.learning_rates = ()
+    c.population.momentums = ()
+    c.population.weight_decays = ()
     c.population.strategy = "auto"
     c.population.freeze_diverged = True
 
@@ -213,7 +219,8 @@ def _unknown_key_message(path: str, key: str, known: list[str]) -> str:
         msg += (
             f". Members of a population share one model: they are trained by one compiled step, "
             f"so a model field such as {key!r} (which changes the computation) cannot vary per "
-            f"member. Only seeds and learning_rates can; train other variants as separate runs"
+            f"member. Only seeds, learning_rates, momentums and weight_decays can; train other "
+            f"variants as separate runs (cnnjax.train.sweep groups them)"
         )
     return msg + f"; valid keys: {sorted(known)}"
 
@@ -328,6 +335,40 @@ def _resolve_population(c: ml_collections.ConfigDict) -> None:
         _require(math.isfinite(r) and r > 0, f"population.learning_rates[{i}]", "finite and > 0", r)
     pop.learning_rates = tuple(float(r) for r in rates)
 
+    # Kept as given (empty = the optimizer's value): a run directory written before these keys
+    # existed then resumes with an identical config.
+    if pop.momentums and c.optimizer.name != "momentum":
+        raise ConfigError(
+            f"config.population.momentums: optimizer {c.optimizer.name!r} has no momentum "
+            f"hyper-parameter; set optimizer.name='momentum' or leave population.momentums empty"
+        )
+    momentums = _member_values(pop, "momentums", Real, lambda i: c.optimizer.momentum)
+    for i, m in enumerate(momentums):
+        _require(0.0 <= m < 1.0, f"population.momentums[{i}]", "in [0, 1)", m)
+    decays = _member_values(pop, "weight_decays", Real, lambda i: c.optimizer.weight_decay)
+    for i, w in enumerate(decays):
+        _require(
+            math.isfinite(w) and w >= 0.0, f"population.weight_decays[{i}]", "finite and >= 0", w
+        )
+    pop.momentums = tuple(float(m) for m in pop.momentums)
+    pop.weight_decays = tuple(float(w) for w in pop.weight_decays)
+
+
+def member_hyperparams(config: ml_collections.ConfigDict) -> dict[str, tuple[float, ...]]:
+    """Each member's optimizer hyper-parameters in a resolved config.
+
+    Returns:
+      ``{"learning_rate": ..., "momentum": ..., "weight_decay": ...}``, each a tuple of
+      ``population.size`` floats: ``population.<key>s`` where given, else the ``optimizer``'s
+      value for every member. (``momentum`` is used by optimizer "momentum" only.)
+    """
+    pop, opt = config.population, config.optimizer
+    return {
+        "learning_rate": tuple(pop.learning_rates),
+        "momentum": tuple(pop.momentums) or (float(opt.momentum),) * pop.size,
+        "weight_decay": tuple(pop.weight_decays) or (float(opt.weight_decay),) * pop.size,
+    }
+
 
 def _check_run(c: ml_collections.ConfigDict) -> None:
     """The top-level keys and where the run runs (platform, mesh, processes)."""
@@ -416,7 +457,8 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
 
     Returns:
       A locked ``ConfigDict`` with every key, ints given for floats converted, lists as tuples,
-      and ``population.seeds`` / ``population.learning_rates`` filled in (one entry per member).
+      and ``population.seeds`` / ``population.learning_rates`` filled in (one entry per member;
+      ``momentums`` / ``weight_decays`` stay as given, see :func:`member_hyperparams`).
 
     Raises:
       ConfigError (a ValueError): an unknown key (the message lists the valid ones and, for a model

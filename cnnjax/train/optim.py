@@ -1,10 +1,11 @@
 """The optimizer: minibatch SGD as in D2L 3.4/6.6, or a modern alternative, as one optax chain.
 
-The learning rate is an *injected hyper-parameter* (``optax.inject_hyperparams``): it lives in the
-optimizer state, so every member of a population can carry its own value along the population axis
-while all members share one update function. A schedule is applied as a shared multiplicative factor
-after the base optimizer (``optax.scale_by_schedule``), which equals scheduling the learning rate
-itself because every base optimizer here is linear in its learning rate.
+The learning rate, the momentum and the weight decay are *injected hyper-parameters*
+(``optax.inject_hyperparams``): they live in the optimizer state, so every member of a population
+can carry its own values along the population axis while all members share one update function.
+A schedule is applied as a shared multiplicative factor after the base optimizer
+(``optax.scale_by_schedule``), which equals scheduling the learning rate itself because every base
+optimizer here is linear in its learning rate.
 """
 
 from __future__ import annotations
@@ -20,35 +21,60 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
-def _base(name: str, l2: float) -> Callable[..., optax.GradientTransformation]:
-    """The factory ``inject_hyperparams`` wraps: its float arguments become state entries.
+def _base(name: str, coupled: bool, l2: float = 0.0) -> Callable[..., optax.GradientTransformation]:
+    """The factory ``inject_hyperparams`` wraps: each of its float arguments becomes a state entry.
 
-    ``l2`` (classic L2 regularisation, the book's 3.7 weight decay, added to the gradient) is
-    static: with 0 the book's plain SGD update is left untouched.
+    A numeric hyper-parameter given as an argument is read from the state, so one compiled update
+    serves members with different values. ``coupled`` (static) adds classic L2 regularisation,
+    the book's 3.7 weight decay, to the gradient with ``weight_decay`` such an argument.
+    Otherwise ``l2`` > 0 adds it as a constant -- the structure of the state before per-member
+    decays existed, so that those runs' checkpoints still restore -- and 0 leaves the book's
+    plain update untouched.
     """
 
-    def coupled(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    def constant(tx: optax.GradientTransformation) -> optax.GradientTransformation:
         return optax.chain(optax.add_decayed_weights(l2), tx) if l2 else tx
 
+    def l2_term(weight_decay: float) -> optax.GradientTransformation:
+        return optax.add_decayed_weights(weight_decay)
+
     def sgd(learning_rate: float) -> optax.GradientTransformation:
-        return coupled(optax.sgd(learning_rate))
+        return constant(optax.sgd(learning_rate))
+
+    def sgd_l2(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
+        return optax.chain(l2_term(weight_decay), optax.sgd(learning_rate))
 
     def momentum(learning_rate: float, momentum: float) -> optax.GradientTransformation:
-        return coupled(optax.sgd(learning_rate, momentum=momentum))
+        return constant(optax.sgd(learning_rate, momentum=momentum))
+
+    def momentum_l2(
+        learning_rate: float, momentum: float, weight_decay: float
+    ) -> optax.GradientTransformation:
+        return optax.chain(l2_term(weight_decay), optax.sgd(learning_rate, momentum=momentum))
 
     def adam(learning_rate: float) -> optax.GradientTransformation:
-        return coupled(optax.adam(learning_rate))
+        return constant(optax.adam(learning_rate))
+
+    def adam_l2(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
+        return optax.chain(l2_term(weight_decay), optax.adam(learning_rate))
 
     def adamw(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
-        # Decoupled weight decay (Loshchilov & Hutter); the rate is an injected hyper-parameter.
+        # Decoupled weight decay (Loshchilov & Hutter), always present: it is adamw's point.
         return optax.adamw(learning_rate, weight_decay=weight_decay)
 
-    factories = {"sgd": sgd, "momentum": momentum, "adam": adam, "adamw": adamw}
-    if name not in factories:
-        raise ValueError(
-            f"make_optimizer: unknown optimizer name {name!r}; expected {list(factories)}"
-        )
-    return factories[name]
+    factories = {
+        ("sgd", False): sgd,
+        ("sgd", True): sgd_l2,
+        ("momentum", False): momentum,
+        ("momentum", True): momentum_l2,
+        ("adam", False): adam,
+        ("adam", True): adam_l2,
+        ("adamw", False): adamw,
+        ("adamw", True): adamw,
+    }
+    if (name, coupled) not in factories:
+        raise ValueError(f"make_optimizer: unknown optimizer name {name!r}; expected {OPTIMIZERS}")
+    return factories[name, coupled]
 
 
 def schedule_factor(schedule: str, total_steps: int, warmup_steps: int) -> optax.Schedule | None:
@@ -70,6 +96,9 @@ def make_optimizer(
     steps_per_epoch: int | None = None,
     num_epochs: int | None = None,
     learning_rate: float | None = None,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
+    decays: bool | None = None,
 ) -> optax.GradientTransformation:
     """The optax transformation for ``config.optimizer`` (a resolved sub-config).
 
@@ -77,23 +106,37 @@ def make_optimizer(
       optimizer: ``name`` (sgd | momentum | adam | adamw), ``learning_rate``, ``momentum``,
         ``weight_decay``, ``schedule`` (constant | cosine | warmup_cosine), ``warmup_epochs``.
       steps_per_epoch, num_epochs: needed by every schedule except "constant".
-      learning_rate: the value stored in the state by ``init``; defaults to
-        ``optimizer.learning_rate``. ``update`` always reads the rate from the state, so one
-        transformation serves members initialised with different rates.
+      learning_rate, momentum, weight_decay: the values ``init`` stores in the state; each
+        defaults to ``optimizer``'s. ``update`` always reads them from the state, so one
+        transformation serves members initialised with different values. ``momentum`` is a
+        state entry of "momentum" only; ``weight_decay`` of "adamw" always (decoupled decay) and of
+        the others when ``decays`` (coupled L2: ``weight_decay * params`` added to the gradient).
+      decays: for sgd/momentum/adam (static: it changes the program and the state's structure).
+        True: the L2 term is in every update, its value a state entry (a member with decay 0
+        adds ``0 * params``), what a population with per-member decays needs. None (default):
+        ``optimizer["weight_decay"]`` is a constant of the update (none if 0), as before
+        per-member decays existed, so that older checkpoints restore. False: no L2 term.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose state holds ``hyperparams`` (learning_rate, and
+      momentum / weight_decay as above) -- behind ``scale_by_schedule`` for a non-constant one.
 
     Raises:
-      ValueError: a schedule other than "constant" without ``steps_per_epoch`` / ``num_epochs``.
+      ValueError: an unknown name, or a schedule other than "constant" without
+        ``steps_per_epoch`` / ``num_epochs``.
     """
     name = optimizer["name"]
     hparams: dict[str, float] = {
         "learning_rate": optimizer["learning_rate"] if learning_rate is None else learning_rate
     }
     if name == "momentum":
-        hparams["momentum"] = optimizer["momentum"]
-    if name == "adamw":
-        hparams["weight_decay"] = optimizer["weight_decay"]
-    decay = 0.0 if name == "adamw" else optimizer["weight_decay"]
-    tx = optax.inject_hyperparams(_base(name, decay))(**hparams)
+        hparams["momentum"] = optimizer["momentum"] if momentum is None else momentum
+    if name == "adamw" or decays:
+        hparams["weight_decay"] = (
+            optimizer["weight_decay"] if weight_decay is None else weight_decay
+        )
+    l2 = optimizer["weight_decay"] if decays is None and name != "adamw" else 0.0
+    tx = optax.inject_hyperparams(_base(name, name != "adamw" and bool(decays), l2))(**hparams)
 
     schedule = optimizer["schedule"]
     if schedule == "constant":

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from cnnjax.train.config import member_hyperparams
 from cnnjax.train.optim import schedule_factor
 from cnnjax.train.rundir import RunDir
 from cnnjax.train.runfiles import EpochRecord, Summary, best_member, metric_rows
@@ -103,7 +104,16 @@ class Reporter:
         self.tensorboard = TensorBoardWriter(
             self.rundir.file("tensorboard"),
             self.size,
-            {"seed": self.seeds, "learning_rate": self.learning_rates},
+            {
+                "seed": self.seeds,
+                # Every value a member may have of its own (member_hyperparams), so that
+                # TensorBoard's HParams view can compare the members of a sweep's population.
+                **{
+                    k: v
+                    for k, v in member_hyperparams(setup.config).items()
+                    if k != "momentum" or setup.config.optimizer.name == "momentum"
+                },
+            },
             metrics=(*_HPARAM_METRICS, "diverged"),
             start_epoch=start_epoch,
             enabled=self.rundir.primary,

@@ -1,7 +1,8 @@
 """The train state of a population of models (D2L 6.6's LeNet, trained as one or many).
 
 A single model is a population of one: every array in :class:`TrainState` has a leading member
-axis ``P`` -- parameters, optimizer state (including each member's injected learning rate), step
+axis ``P`` -- parameters, optimizer state (including each member's injected learning rate,
+momentum and weight decay), step
 counter and divergence flag. Members share the model definition and optimizer update, so they can
 be trained by one compiled step (see :mod:`cnnjax.train.population`).
 """
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from flax.training import train_state
 
 from cnnjax.models import LeNet
+from cnnjax.train.config import member_hyperparams
 from cnnjax.train.optim import make_optimizer
 
 __all__ = ["TrainState", "create_population", "member"]
@@ -47,8 +49,8 @@ def create_population(
     Args:
       config: a resolved training config (:func:`cnnjax.train.config.resolve_config`).
         Member ``i`` is initialised from
-        ``PRNGKey(population.seeds[i])`` and starts with learning rate
-        ``population.learning_rates[i]``.
+        ``PRNGKey(population.seeds[i])`` and carries its own learning rate, momentum and weight
+        decay (:func:`cnnjax.train.config.member_hyperparams`) in its optimizer state.
       model: the network; its parameters are created by ``model.init`` on a dummy batch.
       input_shape: one example's shape ``(H, W, C)``, e.g. ``(28, 28, 1)``.
       steps_per_epoch: needed when ``optimizer.schedule`` is not "constant".
@@ -57,13 +59,17 @@ def create_population(
 
     Returns:
       A :class:`TrainState` whose ``params`` leaves are (P, ...) float32, ``opt_state`` leaves
-      (P, ...) (the learning rate at ``opt_state...hyperparams["learning_rate"]`` is (P,)),
+      (P, ...) (the learning rate at ``opt_state...hyperparams["learning_rate"]`` is (P,), and
+      so are ``"momentum"`` and ``"weight_decay"`` where the optimizer has them),
       ``step`` (P,) int32 zeros, ``diverged`` (P,) False and ``max_loss`` (P,) inf (the
       training step sets the divergence bound from the first step's loss; see
       :func:`cnnjax.train.steps.train_step`).
 
-    Member ``i`` equals what a population of one with seed ``seeds[i]`` and rate
-    ``learning_rates[i]`` gets, bit for bit (``jax.random`` is vmap-invariant).
+    Member ``i`` equals what a population of one with seed ``seeds[i]`` and member ``i``'s
+    hyper-parameters gets, bit for bit (``jax.random`` is vmap-invariant). With
+    ``population.weight_decays`` given, the coupled L2 term of sgd/momentum/adam is in every
+    member's update with its own value (``0 * params`` for a member with 0), so that all share
+    one program.
 
     Raises:
       ValueError: an unresolved config, or ``input_shape`` that is not a sequence of 3 positive
@@ -79,21 +85,20 @@ def create_population(
         raise ValueError(
             f"create_population: input_shape must be (H, W, C) positive ints, got {input_shape!r}"
         )
-    tx = make_optimizer(
-        config.optimizer, steps_per_epoch=steps_per_epoch, num_epochs=config.num_epochs
-    )
+    hparams = member_hyperparams(config)
+    schedule = {"steps_per_epoch": steps_per_epoch, "num_epochs": config.num_epochs}
+    # Static: per-member decays are state entries (one program for every value); without them
+    # the optimizer's decay stays a constant of the update, the state's structure unchanged from
+    # before per-member decays existed, so older run directories resume.
+    decays = True if config.population.weight_decays else None
+    tx = make_optimizer(config.optimizer, decays=decays, **schedule)
     seeds = jnp.asarray(config.population.seeds, dtype=jnp.uint32)
-    rates = jnp.asarray(config.population.learning_rates, dtype=jnp.float32)
+    values = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in hparams.items()}
     dummy = jnp.zeros((1, *shape), jnp.float32)
 
-    def init_member(seed: jax.Array, learning_rate: jax.Array) -> TrainState:
+    def init_member(seed: jax.Array, values: dict[str, jax.Array]) -> TrainState:
         params = model.init(jax.random.PRNGKey(seed), dummy)["params"]
-        member_tx = make_optimizer(
-            config.optimizer,
-            steps_per_epoch=steps_per_epoch,
-            num_epochs=config.num_epochs,
-            learning_rate=learning_rate,
-        )
+        member_tx = make_optimizer(config.optimizer, decays=decays, **schedule, **values)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             apply_fn=model.apply,
@@ -104,7 +109,7 @@ def create_population(
             max_loss=jnp.full((), jnp.inf, jnp.float32),
         )
 
-    return jax.jit(jax.vmap(init_member), out_shardings=sharding)(seeds, rates)
+    return jax.jit(jax.vmap(init_member), out_shardings=sharding)(seeds, values)
 
 
 def member(state: TrainState, i: int) -> TrainState:

@@ -15,6 +15,7 @@ from cnnjax.train import (
     load_config_file,
     resolve_config,
 )
+from cnnjax.train.config import member_hyperparams
 from tests.train.tiny import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -121,6 +122,22 @@ def test_wrong_types_raise_type_errors_naming_the_key(config, fragment):
             "learning_rates[1] must be finite and > 0",
         ),
         ({"population": {"strategy": "pmap"}}, "population.strategy must be one of"),
+        (
+            {"population": {"size": 2, "momentums": (0.9, 0.5)}},
+            "population.momentums: optimizer 'sgd' has no momentum hyper-parameter",
+        ),
+        (
+            {"optimizer": {"name": "momentum"}, "population": {"size": 2, "momentums": (0.9, 1)}},
+            "config.population.momentums[1] must be in [0, 1), got 1",
+        ),
+        (
+            {"population": {"size": 2, "weight_decays": (0.1,)}},
+            "population.weight_decays must be empty or of length population.size=2",
+        ),
+        (
+            {"population": {"size": 2, "weight_decays": (0.1, float("inf"))}},
+            "population.weight_decays[1] must be finite and >= 0",
+        ),
         ({"optimizer": {"warmup_epochs": 2}}, "only used by schedule 'warmup_cosine'"),
         (
             {"optimizer": {"schedule": "warmup_cosine", "warmup_epochs": 10}},
@@ -203,3 +220,17 @@ def test_cli_rejects_unknown_key_and_wrong_type_before_training(tmp_path):
     assert "--config.num_epochs=2.5" in wrong_type.stderr
     # Nothing was built: no run directory, so no data was loaded and nothing compiled.
     assert not (tmp_path / "run").exists()
+
+
+def test_member_hyperparams_default_to_the_optimizers_values_and_stay_as_given():
+    base = {"optimizer": {"name": "momentum", "momentum": 0.8, "weight_decay": 1e-4}}
+    c = resolve_config({**base, "population": {"size": 2, "learning_rates": (0.1, 0.2)}})
+    assert c.population.momentums == () and c.population.weight_decays == ()
+    assert member_hyperparams(c) == {
+        "learning_rate": (0.1, 0.2),
+        "momentum": (0.8, 0.8),
+        "weight_decay": (1e-4, 1e-4),
+    }
+    c = resolve_config({**base, "population": {"size": 2, "momentums": (0, 0.5)}})
+    assert c.population.momentums == (0.0, 0.5)
+    assert member_hyperparams(c)["momentum"] == (0.0, 0.5)

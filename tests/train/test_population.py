@@ -1,5 +1,6 @@
 """Populations: one step definition over a member axis; a population of N equals N single runs."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,14 +35,18 @@ def _split(n, seed):
 TRAIN, TEST = _split(96, 0), _split(50, 1)
 
 
-def _config(seeds, rates, strategy="map", **overrides):
+def _config(seeds, rates, strategy="map", population=(), **overrides):
     return resolve_config(
         tiny_config(
             batch_size=16,
             eval_batch_size=16,
             model=SMALL_MODEL,
             population=dict(
-                size=len(seeds), seeds=tuple(seeds), learning_rates=tuple(rates), strategy=strategy
+                size=len(seeds),
+                seeds=tuple(seeds),
+                learning_rates=tuple(rates),
+                strategy=strategy,
+                **dict(population),
             ),
             **overrides,
         )
@@ -128,6 +133,59 @@ def test_population_of_n_equals_n_single_runs(strategy):
     assert not np.allclose(
         pop_state.params["output"]["kernel"][0], pop_state.params["output"]["kernel"][1]
     )
+
+
+MOMENTUMS = (0.5, 0.9)
+DECAYS = (0.0, 0.05)
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_members_with_own_momentum_and_weight_decay_equal_single_runs_in_one_program(name):
+    per_member = {"weight_decays": DECAYS} | (
+        {"momentums": MOMENTUMS} if name == "momentum" else {}
+    )
+    pop_config = _config(SEEDS, RATES, population=per_member, optimizer__name=name)
+    model = LeNet.from_config(pop_config.model)
+    pop = create_population(pop_config, model, SHAPE)
+    hparams = pop.opt_state.hyperparams
+    np.testing.assert_allclose(hparams["weight_decay"], DECAYS, rtol=1e-7)
+    if name == "momentum":
+        np.testing.assert_allclose(hparams["momentum"], MOMENTUMS, rtol=1e-7)
+
+    # One compiled program serves any values: run the one compiled for these members on a
+    # population whose values are swapped -- a value baked in as a constant would not follow.
+    train_epoch = make_train_epoch(pop_config)
+    key = data.epoch_key(pop_config.seed, 1)
+    compiled = train_epoch.lower(pop, TRAIN, key).compile()
+    swapped = {k: tuple(reversed(v)) for k, v in per_member.items()}
+    swapped_config = _config(SEEDS, RATES, population=swapped, optimizer__name=name)
+    # The same static fields (model, optimizer), the swapped members' arrays.
+    swapped_pop = pop.replace(
+        **{
+            k: getattr(create_population(swapped_config, model, SHAPE), k)
+            for k in ("params", "opt_state")
+        }
+    )
+    lowered = (train_epoch.lower(s, TRAIN, key).as_text() for s in (pop, swapped_pop))
+    assert next(lowered) == next(lowered)
+    results = []
+    for config, state in ((pop_config, pop), (swapped_config, swapped_pop)):
+        # The epoch donates its state: give it a copy, the originals are lowered above.
+        trained, metrics = compiled(jax.tree.map(jnp.copy, state), TRAIN, key)
+        results.append(trained)
+        values = {k: config.population[k] for k in per_member}
+        for i, (seed, rate) in enumerate(zip(SEEDS, RATES, strict=True)):
+            single_values = {k: (v[i],) for k, v in values.items()}
+            single_config = _config([seed], [rate], population=single_values, optimizer__name=name)
+            single, single_metrics = make_train_epoch(single_config)(
+                create_population(single_config, model, SHAPE), TRAIN, key
+            )
+            chex.assert_trees_all_close(
+                member(trained, i).params, member(single, 0).params, rtol=2e-5, atol=2e-6
+            )
+            np.testing.assert_allclose(metrics["loss"][i], single_metrics["loss"][0], rtol=2e-5)
+    # The values matter: member 1 of the two populations differs only in them.
+    assert not np.allclose(*(r.params["output"]["kernel"][1] for r in results))
 
 
 def test_data_order_depends_on_the_seed_and_the_epoch():

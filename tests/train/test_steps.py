@@ -208,6 +208,34 @@ def test_update_reads_the_learning_rate_from_the_state():
     np.testing.assert_allclose(updates["w"], -0.02 * np.ones((2, 3)), rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_update_reads_momentum_and_coupled_weight_decay_from_the_state(name):
+    # One transformation (what a population's compiled step holds), states made with other
+    # values: every step must follow the state's values, as a transformation built with them.
+    opt = {**BASE, "name": name}
+    shared_tx = make_optimizer(opt, decays=True)
+    for momentum, decay in ((0.3, 0.05), (0.9, 0.0)):
+        member = make_optimizer(opt, momentum=momentum, weight_decay=decay, decays=True)
+        alone = make_optimizer({**opt, "momentum": momentum, "weight_decay": decay})
+        state = member.init(PARAMS)
+        assert float(state.hyperparams["weight_decay"]) == pytest.approx(decay)
+        assert ("momentum" in state.hyperparams) == (name == "momentum")
+        shared = optax.GradientTransformation(member.init, shared_tx.update)
+        for ours, theirs in zip(_run(shared, PARAMS), _run(alone, PARAMS), strict=True):
+            jax.tree.map(
+                lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), ours, theirs
+            )
+
+
+def test_a_shared_coupled_decay_keeps_the_state_structure_of_older_checkpoints():
+    # Without per-member decays the decay stays a constant of the update: the state holds only
+    # the learning rate, as checkpoints written before per-member decays existed do (with a
+    # "weight_decay" entry their restore fails and the run would start over).
+    for name in ("sgd", "momentum", "adam"):
+        state = make_optimizer({**BASE, "name": name, "weight_decay": 0.05}).init(PARAMS)
+        assert set(state.hyperparams) == {"learning_rate"} | ({"momentum"} & {name})
+
+
 def test_schedules_need_the_number_of_steps():
     with pytest.raises(ValueError, match="needs steps_per_epoch and num_epochs"):
         make_optimizer({**BASE, "schedule": "cosine"})
