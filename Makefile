@@ -1,4 +1,5 @@
-# Every target creates/refreshes the local virtualenv from pyproject.toml (held to constraints.txt) first.
+# Every target creates/refreshes the local virtualenv from pyproject.toml (held to constraints.txt)
+# first; test-newest and venv-newest use a second one (see below).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -37,33 +38,36 @@ test: venv
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-# Lint is `make test`'s job; this runs the same suite on the other stack. No Python >= 3.12 is a
-# skip (one line, exit 0), not a failure: the pinned stack above is the one every machine has.
+# Lint is `make test`'s job; this runs the same suite on the other stack, after printing it.
 test-newest:
-	@py='$(PYTHON_NEWEST)'; py=$${py:-$$(.ci/newest-python)}; \
-	if [ -z "$$py" ]; then \
-		echo "test-newest: skipped, no Python >= 3.12 on PATH or in pyenv (set PYTHON_NEWEST=...)"; \
-		exit 0; \
-	fi; \
-	ver=$$("$$py" -c 'import platform; print(platform.python_version())') || exit 1; \
-	$(MAKE) --no-print-directory venv-newest PYTHON_NEWEST="$$py" NEWEST_VERSION="$$ver" && \
+	@$(FIND_NEWEST); \
+	$(MAKE) --no-print-directory "$(VENV_NEWEST)/.installed-py$$ver" PYTHON_NEWEST="$$py" && \
 	$(VENV_NEWEST)/bin/python -c 'import sys, jax, jaxlib, flax, optax, orbax.checkpoint as ocp; \
 		print("test-newest: Python", sys.version.split()[0], "jax", jax.__version__, "jaxlib", \
 		jaxlib.__version__, "flax", flax.__version__, "optax", optax.__version__, "orbax", \
 		ocp.__version__)' && \
 	$(VENV_NEWEST)/bin/python -m pytest -q -n 2 --dist loadfile
 
-# The stamp names the interpreter's version, so a different PYTHON_NEWEST rebuilds the venv.
-NEWEST_STAMP = $(VENV_NEWEST)/.installed-py$(NEWEST_VERSION)
+venv-newest:
+	@$(FIND_NEWEST); \
+	$(MAKE) --no-print-directory "$(VENV_NEWEST)/.installed-py$$ver" PYTHON_NEWEST="$$py"
 
-$(NEWEST_STAMP): pyproject.toml
-	@[ -n '$(PYTHON_NEWEST)' ] || { echo "venv-newest: run it as make test-newest"; exit 2; }
+# Sets $$py to the interpreter and $$ver to its version; without one it says so and ends the recipe
+# with status 0: a skip, not a failure (the pinned stack above is the one every machine has).
+FIND_NEWEST = py='$(PYTHON_NEWEST)'; py=$${py:-$$(.ci/newest-python)}; \
+	if [ -z "$$py" ]; then \
+		echo "$@: skipped, no Python >= 3.12 on PATH or in pyenv (set PYTHON_NEWEST=...)"; \
+		exit 0; \
+	fi; \
+	ver=$$("$$py" -c 'import platform; print(platform.python_version())') || exit 1
+
+# The stamp names the interpreter's version, so another interpreter rebuilds the venv from scratch.
+$(VENV_NEWEST)/.installed-py%: pyproject.toml
+	$(if $(PYTHON_NEWEST),,$(error $@: set PYTHON_NEWEST, or run make venv-newest))
 	$(PYTHON_NEWEST) -m venv --clear $(VENV_NEWEST)
 	$(VENV_NEWEST)/bin/python -m pip install -q --upgrade pip
 	$(VENV_NEWEST)/bin/python -m pip install -q -e '.[test]'
 	touch $@
-
-venv-newest: $(NEWEST_STAMP)
 
 bench-ops: venv
 	$(PY) scripts/bench_ops.py
