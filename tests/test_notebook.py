@@ -6,7 +6,6 @@ uses this checkout. Its training and figures run as child processes of the kerne
 this test's environment (XLA optimisations off: small programs compile faster).
 """
 
-import json
 import pathlib
 import sys
 
@@ -14,6 +13,8 @@ import jax
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from cnnjax.train import RunDir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "colab.ipynb"
@@ -59,9 +60,11 @@ def test_colab_notebook_runs_on_cpu(tmp_path, monkeypatch: pytest.MonkeyPatch):
 
     for name in ("lenet", "sweep"):
         assert (tmp_path / name / "learning_curves.png").stat().st_size > 0
-        run = json.loads((tmp_path / name / "run.json").read_text())
-        assert run["data"]["source"] == "bundled" and run["data"]["num_train"] == 256
-    sweep = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+        with RunDir(tmp_path / name, read_only=True) as run:
+            data = run.read_info().data
+        assert data["source"] == "bundled" and data["num_train"] == 256
+    with RunDir(tmp_path / "sweep", read_only=True) as run:
+        sweep = run.read_summary()
     assert len(sweep["test_accuracy"]) == 12 and sweep["trained_epochs"] == 1
 
     figures = sorted((tmp_path / "chapter6").glob("*.png"))

@@ -8,6 +8,8 @@
   :func:`train_epochs`, :func:`make_epoch_runner` -- the loop's parts (for benchmarks, sweeps).
 * :func:`create_population`, :class:`TrainState` -- the train state with a member axis.
 * :func:`train_step`, :func:`eval_step` -- the pure one-model steps.
+* :func:`run_sweep` -- a sweep over architectures and hyper-parameters, grouped into populations
+  (``scripts/sweep.py``).
 * :func:`population_map` -- one step over all members ("vmap" | "map" | "auto").
 * :func:`make_train_epoch`, :func:`make_train_step`, :func:`make_eval_fn` -- the compiled programs.
 * :class:`RunDir` -- the run directory's one door (``RunDir(path, read_only=True)`` reads a run);
@@ -32,6 +34,7 @@ _EXPORTS = {
     "default_config": "config",
     "load_config_file": "config",
     "resolve_config": "config",
+    "member_hyperparams": "config",
     "make_optimizer": "optim",
     "population_map": "population",
     "resolve_strategy": "population",
@@ -54,6 +57,7 @@ _EXPORTS = {
     "RestoredModel": "trainer",
     "restore_model": "trainer",
     "train_and_evaluate": "trainer",
+    "run_sweep": "sweep",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,8 +3,7 @@
 Two structural variants of LeNet (the base, and a narrower one: other parameter shapes, so its own
 compiled population) at two learning rates and two seeds, one epoch on a few hundred bundled MNIST
 images; the best row by validation accuracy is retrained as the finalist and only it is evaluated
-on the test set. About 50 s on an idle 2-core CPU the first time (three populations to compile),
-15 s once the compilation cache holds their programs:
+on the test set. Three populations are compiled (the compilation cache keeps them for a rerun):
 
     python scripts/sweep.py --config configs/sweeps/smoke.py --workdir runs/sweeps/smoke
 
