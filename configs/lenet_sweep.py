@@ -6,8 +6,9 @@ turn on CPU, ``vmap`` on GPU/TPU); each has its own initialisation seed and SGD 
 
     python scripts/train.py --config configs/lenet_sweep.py --workdir runs/lenet_sweep
 
-Only seeds and learning rates vary per member: a field that changes the model's computation
-(activation, pooling, widths) cannot, since all members run one compiled step.
+Seeds and optimizer hyper-parameters (learning rate, momentum, weight decay) vary per member; a
+field that changes the model's computation (activation, pooling, widths) cannot, since all
+members run one compiled step: ``scripts/sweep.py`` groups such variants into populations.
 
 What each learning rate reaches, measured with date and machine: BENCHMARKS.md ("Training
 results").
