@@ -165,8 +165,9 @@ def _check_state_fits(create: Callable[[], TrainState], config, mesh: Mesh) -> N
     shapes = jax.eval_shape(create)
     total = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
     pop_devices = int(mesh.shape["pop"])
-    device = mesh.devices.flat[0]
-    local = sum(d.process_index == device.process_index for d in mesh.devices.flat)
+    # Only this process's devices can be asked (a memory query of another's fails).
+    mine = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    device, local = mine[0], len(mine)
     available = _memory_per_device(device, local if device.platform == "cpu" else 1)
     need = _TRAINING_COPIES * total // pop_devices
     if available is None or need <= available:
