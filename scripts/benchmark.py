@@ -59,7 +59,7 @@ from cnnjax import bench, data, ops, train
 from cnnjax.models import LeNet
 from cnnjax.train import parallel
 from cnnjax.train.inputs import Inputs
-from cnnjax.train.runfiles import Identity, Shapes, digest
+from cnnjax.train.runfiles import digest
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -121,11 +121,10 @@ def in_memory_setup(config, mesh, images: np.ndarray, labels: np.ndarray) -> tra
     """The trainer's :class:`~cnnjax.train.Setup` for a resolved ``config`` on ``mesh``, with
     ``images`` (N, 28, 28, 1) uint8 and ``labels`` (N,) for its training split.
 
-    :func:`cnnjax.train.set_up` loads ``config.data`` from disk; the benchmark trains on arrays it
-    made, so this builds the same record from them: the split replicated over the mesh and
-    normalised as ``config.data.normalize`` says, the model, the population's initial state
-    sharded along the member axis, and the strategy the trainer would pick. Nothing is evaluated,
-    so the test split is the training split.
+    The split is replicated over the mesh and normalised as ``config.data.normalize`` says, then
+    handed to :func:`cnnjax.train.set_up` instead of ``config.data``'s files, so the model, the
+    initial state and the strategy are the trainer's own. Nothing is evaluated, so the test split
+    is the training split.
     """
     split = data.to_device(
         images, labels, normalize=config.data.normalize, device=parallel.replicated(mesh)
@@ -149,26 +148,7 @@ def in_memory_setup(config, mesh, images: np.ndarray, labels: np.ndarray) -> tra
         preprocess={"normalize": config.data.normalize},
         fingerprint=fingerprint,
     )
-    steps_per_epoch = n // config.batch_size
-    model = LeNet.from_config(config.model)
-    state = train.create_population(
-        config,
-        model,
-        inputs.input_shape,
-        steps_per_epoch=steps_per_epoch,
-        sharding=parallel.state_sharding(mesh),
-    )
-    return train.Setup(
-        config=config,
-        mesh=mesh,
-        devices=parallel.describe(mesh),
-        strategy=parallel.population_strategy(config.population.strategy, mesh),
-        inputs=inputs,
-        model=model,
-        state=state,
-        shapes=Shapes(inputs.input_shape, steps_per_epoch, inputs.preprocess),
-        identity=Identity(config.to_dict(), fingerprint),
-    )
+    return train.set_up(config, mesh, inputs=inputs)
 
 
 def cnnjax_train_variant(

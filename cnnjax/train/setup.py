@@ -204,7 +204,11 @@ def _initial_state(config, model, input_shape, steps_per_epoch: int, mesh: Mesh)
 
 
 def set_up(
-    config: ml_collections.ConfigDict, mesh: Mesh, log: Callable[[str], None] = print
+    config: ml_collections.ConfigDict,
+    mesh: Mesh,
+    log: Callable[[str], None] = print,
+    *,
+    inputs: Inputs | None = None,
 ) -> Setup:
     """Loads the data and builds the model and initial state of a resolved ``config`` on ``mesh``.
 
@@ -212,6 +216,8 @@ def set_up(
       config: a resolved config (:func:`cnnjax.train.config.resolve_config`).
       mesh: from :func:`make_run_mesh`.
       log: receives the one-line notice of a data fallback.
+      inputs: data already on the devices (e.g. a benchmark's arrays) instead of
+        ``config.data``'s.
 
     Returns:
       The :class:`Setup`.
@@ -220,13 +226,14 @@ def set_up(
       DataError: the data cannot be loaded.
       ConfigError: the data does not fit the batch, validation size, shift or model.
     """
-    inputs = load_inputs(
-        config.data,
-        batch_size=config.batch_size,
-        num_classes=config.model.num_classes,
-        sharding=parallel.replicated(mesh),
-    )
-    config = _after_fallback(config, inputs, log)
+    if inputs is None:
+        inputs = load_inputs(
+            config.data,
+            batch_size=config.batch_size,
+            num_classes=config.model.num_classes,
+            sharding=parallel.replicated(mesh),
+        )
+        config = _after_fallback(config, inputs, log)
     _check_shift_fits(config.data.random_shift, inputs.input_shape)
     steps_per_epoch = inputs.fingerprint["num_train"] // config.batch_size
     model = LeNet.from_config(config.model)
