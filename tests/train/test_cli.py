@@ -13,6 +13,7 @@ from cnnjax.train import RunDir, restore_model
 from tests.train.tiny import (
     RUN_OUTPUTS,
     assert_identical,
+    assert_one_line_errors,
     read_metrics,
     subprocess_env,
     tiny_cli_args,
@@ -198,25 +199,7 @@ def _error_cases(tmp_path):
 def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
     cases = _error_cases(tmp_path)
     # All at once: each is a Python start-up and no training.
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "scripts/train.py", *args],
-            cwd=ROOT,
-            env=subprocess_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, (args, _) in cases.items()
-    }
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        fragment = cases[name][1]
-        assert proc.returncode == 2, (name, err[-2000:])
-        assert "Traceback" not in out + err, (name, err[-2000:])
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
-        assert fragment in lines[0], (name, lines[0])
+    assert_one_line_errors("scripts/train.py", cases)
 
 
 def test_a_second_trainer_on_the_workdir_is_refused(tmp_path):

@@ -5,8 +5,6 @@ import csv
 import math
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ from cnnjax.train.sweep import (
     run_sweep,
     write_records,
 )
-from tests.train.tiny import subprocess_env
+from tests.train.tiny import assert_one_line_errors
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "sweeps" / "smoke.py")
@@ -241,25 +239,8 @@ def _bad_configs(tmp_path):
 def test_bad_sweep_configs_are_one_line_with_exit_status_2(tmp_path):
     cases = _bad_configs(tmp_path)
     # All at once: each is a Python start-up and no training.
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "scripts/sweep.py", *args],
-            cwd=ROOT,
-            env=subprocess_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, (args, _) in cases.items()
-    }
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        fragment = cases[name][1]
-        assert proc.returncode == 2, (name, err[-2000:])
-        assert "Traceback" not in out + err, (name, err[-2000:])
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
-        assert fragment in lines[0], (name, lines[0])
+    assert_one_line_errors("scripts/sweep.py", cases)
+    for name in cases:
         assert not (tmp_path / name).exists(), name  # refused before anything was written
 
 

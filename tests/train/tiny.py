@@ -1,12 +1,17 @@
 """A tiny, fast training config shared by the training tests."""
 
 import os
+import pathlib
+import subprocess
+import sys
 
 import chex
 import jax
 import ml_collections
 
 from cnnjax.train import RunDir, default_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -69,6 +74,34 @@ def read_metrics(workdir) -> list[dict]:
     for r in records:
         r.pop("epoch_time_s")
     return records
+
+
+def assert_one_line_errors(script: str, cases: dict[str, tuple[list[str], str]]) -> None:
+    """Runs ``script`` (relative to the repository) once per case, all at once (each is a Python
+    start-up and no training), and asserts each ends in exit status 2 with one line
+    ``error: ...`` holding the case's fragment and no traceback.
+
+    ``cases``: name -> (command-line arguments, the fragment the error line must contain).
+    """
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, script, *args],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (args, _) in cases.items()
+    }
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        fragment = cases[name][1]
+        assert proc.returncode == 2, (name, err[-2000:])
+        assert "Traceback" not in out + err, (name, err[-2000:])
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
+        assert fragment in lines[0], (name, lines[0])
 
 
 def subprocess_env() -> dict[str, str]:
