@@ -9,9 +9,18 @@ decay, momentum: explicit values or a grid) and seeds. :func:`run_sweep` runs it
 1. **screening**: every variant at every point of the axes' product and every screening seed,
    ``screening.num_epochs`` epochs, scored on the validation split (``data.validation_size`` > 0,
    ``evaluate_test=False``: the test set is never read);
-2. **final**: the ``final.top_k`` rows (variant and numeric point) with the best mean validation
-   accuracy, retrained with ``final.seeds`` for ``final.num_epochs`` epochs and only then evaluated
-   on the test set, once (``evaluate_test=True``).
+2. **combination** (optional, ``combine.top`` > 0): the ``combine.top`` variants whose best
+   screening row beats the baseline variant's (``combine.baseline``) are combined — every subset
+   of two or more of them, their overrides merged (a subset whose variants set one key to
+   different values is skipped) — and the combinations are screened like the variants;
+3. **final**: the ``final.top_k`` rows (variant and numeric point) of the screening and
+   combination stages with the best mean validation accuracy, retrained with ``final.seeds``
+   for ``final.num_epochs`` epochs (with ``final.overrides``, e.g. the whole training split)
+   and only then evaluated on the test set, once (``evaluate_test=True``). The sweep's *choice*
+   is the finalist with the best final validation accuracy.
+
+``max_params`` > 0 bounds the model: a variant or combination above it is screened (when named
+explicitly) but never combined or chosen as a finalist.
 
 **Grouping.** Each (variant, point, seed) is a *member*. Members whose resolved configs are equal
 but for what a population member may have of its own (seed, learning rate, momentum, weight
@@ -26,8 +35,8 @@ one row per (variant, point) and stage (:data:`COLUMNS`; the test columns are em
 row that is not a finalist), and ``results.png``, validation accuracy against parameter count
 with the Pareto front marked.
 
-Not done here: packing variants of different widths into one program (padding/masking),
-successive halving, speed measurements.
+Not done here: packing variants of different widths into one program (padding/masking) and
+successive halving.
 """
 
 from __future__ import annotations
@@ -64,6 +73,8 @@ __all__ = [
     "STAGES",
     "Group",
     "Member",
+    "choice",
+    "combinations",
     "default_sweep_config",
     "main",
     "model_cost",
@@ -107,7 +118,7 @@ COLUMNS = (
     "group",
 )
 
-STAGES = ("screening", "final")
+STAGES = ("screening", "combination", "final")
 
 # Keys the sweep's protocol sets, so a variant may not: the population's members, the number of
 # epochs and whether the test set is read belong to the stage.
@@ -131,8 +142,16 @@ def default_sweep_config() -> ml_collections.ConfigDict:
       a grid of ``num`` values from ``start`` to ``stop``; ``()`` (the default) keeps the
       variant's ``optimizer`` value. The rows are the product of the axes.
     * ``screening.{num_epochs, seeds}``: the screening runs (validation split only).
+    * ``combine.top``: how many of the screening's best variants (each by its best row, only
+      those beating ``combine.baseline``'s best row) are combined in the combination stage; 0
+      (the default) skips the stage. ``combine.baseline``: the variant they must beat (default
+      ``"base"``; ``""`` requires nothing). Combinations train with the screening's budget.
     * ``final.{top_k, num_epochs, seeds}``: how many rows are retrained, for how long, with
       which seeds (use at least 4 for a real sweep); only these touch the test set.
+      ``final.overrides``: training config keys changed for the final stage only, nested like
+      ``overrides`` (e.g. ``{"data": {"train_limit": 0}}`` to retrain on the whole split).
+    * ``max_params``: the largest model (parameters) that may be combined or be a finalist;
+      0 (the default) sets no bound.
     """
     c = ml_collections.ConfigDict()
     c.base = ""
@@ -148,6 +167,11 @@ def default_sweep_config() -> ml_collections.ConfigDict:
     c.final.top_k = 1
     c.final.num_epochs = 1
     c.final.seeds = (0, 1, 2, 3)
+    c.final.overrides = ml_collections.ConfigDict()
+    c.combine = ml_collections.ConfigDict()
+    c.combine.top = 0
+    c.combine.baseline = "base"
+    c.max_params = 0
     return c
 
 
@@ -167,6 +191,10 @@ class Sweep:
     top_k: int
     final_epochs: int
     final_seeds: tuple[int, ...]
+    final_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    combine_top: int = 0
+    combine_baseline: str = "base"
+    max_params: int = 0
 
 
 def _unknown(path: str, key: str, known: Sequence[str], hint: str = "") -> ConfigError:
@@ -186,16 +214,15 @@ def _check_keys(node: Mapping[str, Any], schema: ml_collections.ConfigDict, path
                     "a model or data change is a structural variant (sweep.variants)"
                 )
             raise _unknown(path or "", key, list(schema), hint)
-        if isinstance(schema[key], ml_collections.ConfigDict) and key not in (
-            "variants",
-            "overrides",
-        ):
-            if not isinstance(value, Mapping):
-                raise ConfigError(
-                    f"sweep config {path + '.' if path else ''}{key} must be a mapping of keys "
-                    f"{sorted(schema[key])}, got {value!r}"
-                )
-            _check_keys(value, schema[key], f"{path}.{key}" if path else key)
+        if not isinstance(schema[key], ml_collections.ConfigDict):
+            continue
+        where = f"{path}.{key}" if path else key
+        free = key in ("variants", "overrides")  # training config keys, checked against it
+        if not isinstance(value, Mapping):
+            keys = "training config keys" if free else f"keys {sorted(schema[key])}"
+            raise ConfigError(f"sweep config {where} must be a mapping of {keys}, got {value!r}")
+        if not free:
+            _check_keys(value, schema[key], where)
 
 
 def _axis_values(name: str, spec: Any) -> tuple[float, ...]:
@@ -339,7 +366,32 @@ def resolve_sweep(config: Any) -> Sweep:
     swept = {a: v for a, v in axes.items() if v}
     points = tuple(dict(zip(swept, p, strict=True)) for p in itertools.product(*swept.values()))
 
-    screening, final = merged["screening"], merged["final"]
+    screening, final, combine = merged["screening"], merged["final"], merged["combine"]
+    final_overrides = _flatten(final["overrides"])
+    for key, value in final_overrides.items():
+        if key.split(".")[0] in _PROTOCOL_KEYS:
+            raise ConfigError(
+                f"sweep config final.overrides: {key!r} is set by the sweep's protocol "
+                f"(final.num_epochs, final.seeds), not an override"
+            )
+        _set_dotted(json.loads(json.dumps(base)), key, value, f"final.overrides[{key!r}]")
+    top = combine["top"]
+    if not isinstance(top, Integral) or isinstance(top, bool) or top < 0 or top == 1:
+        raise ConfigError(
+            f"sweep config combine.top must be 0 (no combination stage) or an int >= 2 (how "
+            f"many of the best variants are combined), got {top!r}"
+        )
+    baseline = combine["baseline"]
+    if baseline and baseline not in variants:
+        raise ConfigError(
+            f"sweep config combine.baseline {baseline!r} is not a variant; name one of "
+            f"{sorted(variants)} or '' (no baseline to beat)"
+        )
+    max_params = merged["max_params"]
+    if not isinstance(max_params, Integral) or isinstance(max_params, bool) or max_params < 0:
+        raise ConfigError(
+            f"sweep config max_params must be an int >= 0 (0: no bound), got {max_params!r}"
+        )
     sweep = Sweep(
         base=base,
         variants={k: _flatten(v) for k, v in variants.items()},
@@ -349,10 +401,15 @@ def resolve_sweep(config: Any) -> Sweep:
         top_k=_positive("final.top_k", final["top_k"]),
         final_epochs=_positive("final.num_epochs", final["num_epochs"]),
         final_seeds=_seeds("final.seeds", final["seeds"]),
+        final_overrides=final_overrides,
+        combine_top=int(top),
+        combine_baseline=str(baseline),
+        max_params=int(max_params),
     )
-    # Every group of both stages is resolved now, so a bad combination fails before training.
+    # Every variant's groups are resolved now, so a bad one fails before anything trains (the
+    # combinations are resolved when the screening has chosen them).
     rows = [(v, p) for v in sweep.variants for p in sweep.points]
-    for stage in STAGES:
+    for stage in ("screening", "final"):
         plan_groups(sweep, stage, rows)
     return sweep
 
@@ -421,12 +478,15 @@ def plan_groups(
     """
     if stage not in STAGES:
         raise ValueError(f"plan_groups: stage must be one of {list(STAGES)}, got {stage!r}")
-    screening = stage == "screening"
+    screening = stage != "final"  # the combination stage is screened like the variants
     epochs = sweep.screening_epochs if screening else sweep.final_epochs
     seeds = sweep.screening_seeds if screening else sweep.final_seeds
     by_key: dict[str, list[tuple[Member, ml_collections.ConfigDict]]] = {}
     for variant, point in rows:
         config = _variant_config(sweep, variant, point)
+        if not screening:
+            for key, value in sweep.final_overrides.items():
+                _set_dotted(config, key, value, f"final.overrides[{key!r}]")
         config["num_epochs"] = epochs
         config["evaluate_test"] = not screening
         population = config.setdefault("population", {})
@@ -615,6 +675,7 @@ def _rows_of(results: Sequence[GroupResult], stage: str) -> list[dict[str, Any]]
                 "examples_per_s": r["eps"] if math.isfinite(r.get("eps", math.nan)) else "",
                 "group": r["group"],
                 "_point": dict(point),
+                "_input_shape": r["input_shape"],
             }
         )
     return rows
@@ -631,11 +692,72 @@ def _mean_std(name: str, values: Sequence[float]) -> dict[str, Any]:
     return {f"{name}_mean": float(np.mean(finite)), f"{name}_std": float(np.std(finite))}
 
 
-def _rank(rows: Sequence[dict[str, Any]], top_k: int) -> list[dict[str, Any]]:
-    """The ``top_k`` rows by mean validation accuracy (rows with none are never chosen; ties keep
-    the config's order)."""
-    scored = [r for r in rows if r["val_acc_mean"] != ""]
+def _rank(rows: Sequence[dict[str, Any]], top_k: int, max_params: int = 0) -> list[dict[str, Any]]:
+    """The ``top_k`` rows by mean validation accuracy (rows with none, or with more than
+    ``max_params`` parameters when it is > 0, are never chosen; ties keep the config's order)."""
+    scored = [
+        r for r in rows if r["val_acc_mean"] != "" and (not max_params or r["params"] <= max_params)
+    ]
     return sorted(scored, key=lambda r: -r["val_acc_mean"])[:top_k]
+
+
+def combinations(
+    sweep: Sweep, screened: Sequence[dict[str, Any]], log: Callable[[str], None] = print
+) -> dict[str, dict[str, Any]]:
+    """The combination stage's variants, from the screening's record rows.
+
+    The winners are the at most ``sweep.combine_top`` variants whose best row (over the numeric
+    points) has a higher mean validation accuracy than the baseline variant's best row, best
+    first, and at most ``sweep.max_params`` parameters. Every subset of two or more winners is
+    one combination, named ``"a+b"`` in the winners' order, its overrides the union of theirs.
+    A subset whose variants set one key to different values (two kernel sizes), whose union
+    equals a variant already screened, or whose model exceeds ``max_params`` is skipped, and the
+    reason logged.
+
+    Returns:
+      Name -> dotted overrides, in subset order (pairs first); empty when fewer than two
+      variants beat the baseline.
+    """
+    best: dict[str, float] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for r in screened:
+        if r["val_acc_mean"] == "":
+            continue
+        if sweep.max_params and r["params"] > sweep.max_params:
+            continue
+        best[r["structure"]] = max(best.get(r["structure"], -math.inf), r["val_acc_mean"])
+        shapes[r["structure"]] = r["_input_shape"]
+    baseline = sweep.combine_baseline
+    bar = best.get(baseline, -math.inf) if baseline else -math.inf
+    winners = sorted((v for v in best if v != baseline and best[v] > bar), key=lambda v: -best[v])
+    winners = winners[: sweep.combine_top]
+    log(f"combination: combining {winners} (each beat {baseline or 'nothing'!s} on validation)")
+    known = [dict(o) for o in sweep.variants.values()]
+    combos: dict[str, dict[str, Any]] = {}
+    for n in range(2, len(winners) + 1):
+        for subset in itertools.combinations(winners, n):
+            name, merged, clash = "+".join(subset), {}, []
+            for variant in subset:
+                for key, value in sweep.variants[variant].items():
+                    if key in merged and merged[key] != value:
+                        clash.append(key)
+                    merged[key] = value
+            if clash:
+                log(f"combination: skipped {name}: its variants set {sorted(set(clash))} apart")
+                continue
+            if merged in known:
+                log(f"combination: skipped {name}: the same as a variant already screened")
+                continue
+            if sweep.max_params:
+                model = _variant_config(
+                    dataclasses.replace(sweep, variants={name: merged}), name, {}
+                )["model"]
+                params, _ = model_cost(model, shapes[subset[0]])
+                if params > sweep.max_params:
+                    log(f"combination: skipped {name}: {params:,} parameters > max_params")
+                    continue
+            combos[name] = merged
+    return combos
 
 
 def _stage_dir(workdir: str, stage: str) -> str:
@@ -676,8 +798,24 @@ def run_sweep(
 
     os.makedirs(workdir, exist_ok=True)
     all_rows: list[dict[str, Any]] = []
+    screened: list[dict[str, Any]] = []  # the rows the finalists are chosen from
     rows = [(v, p) for v in sweep.variants for p in sweep.points]
     for stage in STAGES:
+        if stage == "combination":
+            if not sweep.combine_top:
+                continue
+            combos = combinations(sweep, screened, log)
+            if not combos:
+                log("combination: fewer than two variants to combine; stage skipped")
+                continue
+            sweep = dataclasses.replace(sweep, variants={**sweep.variants, **combos})
+            rows = [(v, p) for v in combos for p in sweep.points]
+        elif stage == "final":
+            finalists = _rank(screened, sweep.top_k, sweep.max_params)
+            if not finalists:
+                log("screening: every eligible member diverged; no finalist")
+                break
+            rows = [(r["structure"], r["_point"]) for r in finalists]
         groups = plan_groups(sweep, stage, rows)
         log(f"{stage}: {len(rows)} row(s) in {len(groups)} group(s)")
         results = [
@@ -686,13 +824,9 @@ def run_sweep(
         ]
         stage_rows = _rows_of(results, stage)
         all_rows += stage_rows
-        write_records(workdir, all_rows)  # the screening's table stands if the final fails
-        if stage == "screening":
-            finalists = _rank(stage_rows, sweep.top_k)
-            if not finalists:
-                log("screening: every member diverged; no finalist")
-                break
-            rows = [(r["structure"], r["_point"]) for r in finalists]
+        if stage != "final":
+            screened += stage_rows
+        write_records(workdir, all_rows)  # the screening's table stands if a later stage fails
     return [{k: r[k] for k in COLUMNS} for r in all_rows]
 
 
@@ -751,11 +885,24 @@ def write_records(workdir: str, rows: Sequence[dict[str, Any]]) -> None:
         "\nTest accuracy is reported for the finalists only: they were chosen on the "
         "validation split and evaluated on the test set once.\n"
     )
+    chosen = choice(rows)
+    if chosen is not None:
+        note += (
+            f"\nThe sweep's choice (the finalist with the best final validation accuracy): "
+            f"**{chosen['variant']}**.\n"
+        )
     _write_atomic(os.path.join(workdir, "results.md"), "\n".join(lines) + "\n" + note)
 
     buf = io.BytesIO()
     pareto_figure(rows).savefig(buf, format="png", dpi=100)
     _write_atomic(os.path.join(workdir, "results.png"), buf.getvalue())
+
+
+def choice(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sweep's choice: the final-stage row with the best mean validation accuracy (the
+    first on a tie), or None before the final stage has a scored row."""
+    finals = [r for r in rows if r["stage"] == "final" and r["val_acc_mean"] != ""]
+    return max(finals, key=lambda r: r["val_acc_mean"]) if finals else None
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -771,16 +918,25 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def pareto_figure(rows: Sequence[dict[str, Any]]):
-    """Validation accuracy against parameters of the screening rows (finalists' final runs
-    ringed), the Pareto front joined. Returns a ``matplotlib.figure.Figure``."""
+    """Validation accuracy against parameters of the screening and combination rows (finalists'
+    final runs starred), the Pareto front joined. Returns a ``matplotlib.figure.Figure``."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    screened = [r for r in rows if r["stage"] == "screening" and r["val_acc_mean"] != ""]
+    screened = [r for r in rows if r["stage"] != "final" and r["val_acc_mean"] != ""]
     xs = [r["params"] for r in screened]
     ys = [r["val_acc_mean"] for r in screened]
-    ax.scatter(xs, ys, s=18, color="tab:blue", label="screening (mean over seeds)")
+    for stage, color in (("screening", "tab:blue"), ("combination", "tab:orange")):
+        mine = [i for i, r in enumerate(screened) if r["stage"] == stage]
+        if mine:
+            ax.scatter(
+                [xs[i] for i in mine],
+                [ys[i] for i in mine],
+                s=18,
+                color=color,
+                label=f"{stage} (mean over seeds)",
+            )
     front = pareto_front(list(zip(xs, ys, strict=True)))
     if front:
         ax.plot(
