@@ -382,7 +382,7 @@ def resolve_sweep(config: Any) -> Sweep:
             f"many of the best variants are combined), got {top!r}"
         )
     baseline = combine["baseline"]
-    if baseline and baseline not in variants:
+    if top and baseline and baseline not in variants:
         raise ConfigError(
             f"sweep config combine.baseline {baseline!r} is not a variant; name one of "
             f"{sorted(variants)} or '' (no baseline to beat)"

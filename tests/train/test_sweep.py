@@ -13,6 +13,8 @@ from cnnjax.models import LeNet, summary
 from cnnjax.train import RunDir, load_config_file
 from cnnjax.train.sweep import (
     COLUMNS,
+    choice,
+    combinations,
     model_cost,
     pareto_front,
     plan_groups,
@@ -165,13 +167,109 @@ def test_variants_with_equal_configs_share_a_population():
     assert final[0].config.evaluate_test and final[0].config.population.seeds == (0, 1)
 
 
-@pytest.mark.parametrize("name", ["smoke", "lenet_variants"])
+@pytest.mark.parametrize("name", ["smoke", "lenet_variants", "pooling"])
 def test_shipped_sweep_configs_resolve_into_groups(name):
     sweep = resolve_sweep(load_config_file(str(ROOT / "configs" / "sweeps" / f"{name}.py")))
     rows = [(v, p) for v in sweep.variants for p in sweep.points]
     groups = plan_groups(sweep, "screening", rows)
     assert len(groups) == len(sweep.variants) >= 2  # every variant its own shape
-    assert len(sweep.points) >= 2 and all(not g.config.evaluate_test for g in groups)
+    assert all(not g.config.evaluate_test for g in groups)
+    final = plan_groups(sweep, "final", rows)
+    assert all(g.config.evaluate_test and g.config.population.size >= 4 for g in final)
+
+
+def _combining_sweep():
+    config = _smoke_config()
+    config.variants = {
+        "base": {},
+        "narrow": {"model": {"channels": (4, 8)}},
+        "narrower": {"model": {"channels": (2, 4)}},
+        "tanh": {"model": {"activation": "tanh"}},
+        "small_dense": {"model": {"dense": (16,)}},
+    }
+    config.combine = {"top": 3}
+    return config
+
+
+def _screened(scores, params=None):
+    return [
+        {
+            "stage": "screening",
+            "structure": v,
+            "val_acc_mean": score,
+            "params": (params or {}).get(v, 1000),
+            "_input_shape": (28, 28, 1),
+        }
+        for v, score in scores.items()
+    ]
+
+
+def test_combinations_merge_the_winners_best_first_and_skip_clashes():
+    sweep = resolve_sweep(_combining_sweep())
+    scores = {"base": 0.5, "narrow": 0.7, "narrower": 0.8, "tanh": 0.6, "small_dense": 0.4}
+    lines = []
+    combos = combinations(sweep, _screened(scores), log=lines.append)
+    # Winners, best first: narrower, narrow, tanh (small_dense lost to the base). narrower and
+    # narrow both set model.channels, so every subset holding both is skipped.
+    assert combos == {
+        "narrower+tanh": {"model.channels": (2, 4), "model.activation": "tanh"},
+        "narrow+tanh": {"model.channels": (4, 8), "model.activation": "tanh"},
+    }
+    assert sum("skipped narrower+narrow" in line for line in lines) == 2  # the pair, the triple
+    # Only one variant beats the base: nothing to combine.
+    assert combinations(sweep, _screened({**scores, "narrow": 0.1, "tanh": 0.1})) == {}
+    # max_params: a winner above it is never combined, nor a combination above it kept
+    # (narrow+tanh has 36,046 parameters).
+    bounded = resolve_sweep({**_combining_sweep().to_dict(), "max_params": 40_000})
+    big = _screened(scores, params={"narrower": 40_001})
+    assert list(combinations(bounded, big, log=lines.append)) == ["narrow+tanh"]
+    tight = resolve_sweep({**_combining_sweep().to_dict(), "max_params": 36_045})
+    assert combinations(tight, big, log=lines.append) == {}
+    assert lines[-1] == "combination: skipped narrow+tanh: 36,046 parameters > max_params"
+
+
+def test_a_combination_stage_screens_the_combined_winners_and_feeds_the_final(tmp_path):
+    config = _smoke_config()
+    config.overrides.model.update(channels=(4, 8), dense=(32,))
+    config.variants = {
+        "tanh": {"model": {"activation": "tanh"}},
+        "flip": {"data": {"random_flip": True}},
+        "xavier": {"model": {"kernel_init": "xavier_uniform"}},
+    }
+    config.axes.learning_rate = (0.05,)
+    config.combine = {"top": 2, "baseline": ""}  # the two best, whatever they beat
+    config.final.top_k = 3
+    config.final.overrides = {"data": {"train_limit": 300}}
+    lines = []
+    rows = run_sweep(config, tmp_path, log=lines.append)
+    stages = [r["stage"] for r in rows]
+    assert stages == ["screening"] * 3 + ["combination"] + ["final"] * 3
+    combo = rows[3]
+    assert "+" in combo["structure"] and combo["test_acc_mean"] == ""
+    assert sorted(combo["structure"].split("+")) == sorted(
+        r["structure"] for r in sorted(rows[:3], key=lambda r: -r["val_acc_mean"])[:2]
+    )
+    (group,) = (tmp_path / "combination").iterdir()
+    with RunDir(group, read_only=True) as run:
+        saved = run.read_config()
+    applied = {
+        "tanh": saved.model.activation == "tanh",
+        "flip": saved.data.random_flip,
+        "xavier": saved.model.kernel_init == "xavier_uniform",
+    }
+    assert sorted(v for v, on in applied.items() if on) == sorted(combo["structure"].split("+"))
+    # The finalists come from both stages; their runs use final.overrides, and only they and
+    # the final stage's rows have test numbers.
+    finals = [r for r in rows if r["stage"] == "final"]
+    assert all(r["test_acc_mean"] != "" for r in finals)
+    ranked = sorted(rows[:4], key=lambda r: -r["val_acc_mean"])[:3]
+    assert [r["structure"] for r in finals] == [r["structure"] for r in ranked]
+    for path in (tmp_path / "final").iterdir():
+        with RunDir(path, read_only=True) as run:
+            assert run.read_config().data.train_limit == 300
+    md = (tmp_path / "results.md").read_text()
+    assert f"**{choice(rows)['variant']}**" in md
+    assert choice(rows)["val_acc_mean"] == max(r["val_acc_mean"] for r in finals)
 
 
 def test_grids_and_the_pareto_front():
@@ -225,6 +323,11 @@ def _bad_configs(tmp_path):
             "set data.validation_size > 0",
         ),
         "empty_variants": ("    c.variants = {}\n", "variants is empty"),
+        "combine_one": ("    c.combine = {'top': 1}\n", "combine.top must be 0"),
+        "final_protocol_key": (
+            "    c.final = {'overrides': {'seed': 3}}\n",
+            "final.overrides: 'seed' is set by the sweep's protocol",
+        ),
     }
     args = {}
     for name, (body, fragment) in cases.items():
