@@ -770,8 +770,9 @@ def run_sweep(
     *,
     log: Callable[[str], None] = print,
     train: Callable[..., Any] | None = None,
+    until: str = "final",
 ) -> list[dict[str, Any]]:
-    """Runs (or resumes) the sweep's screening and final stages and writes its records.
+    """Runs (or resumes) the sweep's stages and writes its records.
 
     Args:
       sweep_config: a sweep ``ConfigDict`` or mapping (:func:`default_sweep_config`).
@@ -780,6 +781,9 @@ def run_sweep(
       log: receives one line per group (the runs print their own lines too).
       train: ``train(config, workdir) -> summary``; default
         :func:`cnnjax.train.trainer.train_and_evaluate` with this ``log``.
+      until: the last stage to run (one of :data:`STAGES`): ``"screening"`` screens and stops,
+        so the table can be read before anything is retrained; the same call with the default
+        later resumes from there.
 
     Returns:
       The rows of ``results.csv`` (dicts keyed by :data:`COLUMNS`), screening rows first.
@@ -787,7 +791,10 @@ def run_sweep(
     Raises:
       ConfigError, DataError, DeviceError, RunDirError, WriteError: as ``train_and_evaluate``
         (a bad sweep config is a ConfigError, raised before anything is trained).
+      ValueError: ``until`` is not a stage.
     """
+    if until not in STAGES:
+        raise ValueError(f"run_sweep: until must be one of {list(STAGES)}, got {until!r}")
     sweep = resolve_sweep(sweep_config)
     workdir = os.fspath(workdir)
     if train is None:
@@ -827,6 +834,8 @@ def run_sweep(
         if stage != "final":
             screened += stage_rows
         write_records(workdir, all_rows)  # the screening's table stands if a later stage fails
+        if stage == until:
+            break
     return [{k: r[k] for k in COLUMNS} for r in all_rows]
 
 
@@ -977,11 +986,14 @@ def pareto_figure(rows: Sequence[dict[str, Any]]):
 # -- command line --------------------------------------------------------------------------------
 
 
-_USAGE = "usage: sweep.py --config=configs/sweeps/NAME.py --workdir=runs/NAME"
+_USAGE = (
+    "usage: sweep.py --config=configs/sweeps/NAME.py --workdir=runs/NAME "
+    f"[--until={{{','.join(STAGES)}}}]"
+)
 
 
-def _parse(argv: Sequence[str]) -> tuple[str, str] | None:
-    """``(config, workdir)`` of the command line, or None for ``--help``."""
+def _parse(argv: Sequence[str]) -> tuple[str, str, str] | None:
+    """``(config, workdir, until)`` of the command line, or None for ``--help``."""
     values: dict[str, str] = {}
     args = list(argv[1:])
     while args:
@@ -989,7 +1001,7 @@ def _parse(argv: Sequence[str]) -> tuple[str, str] | None:
         if arg in ("-h", "--help"):
             return None
         name, eq, value = arg.partition("=")
-        if name not in ("--config", "--workdir"):
+        if name not in ("--config", "--workdir", "--until"):
             raise ConfigError(f"unexpected argument {arg!r}; {_USAGE}")
         if not eq:
             if not args:
@@ -999,11 +1011,15 @@ def _parse(argv: Sequence[str]) -> tuple[str, str] | None:
     for name in ("--config", "--workdir"):
         if not values.get(name):
             raise ConfigError(f"{name} is required; {_USAGE}")
-    return values["--config"], values["--workdir"]
+    until = values.get("--until", "final")
+    if until not in STAGES:
+        raise ConfigError(f"--until must be one of {list(STAGES)}, got {until!r}; {_USAGE}")
+    return values["--config"], values["--workdir"], until
 
 
 def main(argv: Sequence[str]) -> int:
-    """``sweep.py --config=FILE --workdir=DIR``: runs or resumes a sweep; returns the exit
+    """``sweep.py --config=FILE --workdir=DIR [--until=STAGE]``: runs or resumes a sweep (up to
+    and including ``STAGE``, default all); returns the exit
     status of :mod:`cnnjax.train.cli` (0 done, 1 failed, 2 usage error, 130 interrupted)."""
     from absl import logging
 
@@ -1014,7 +1030,7 @@ def main(argv: Sequence[str]) -> int:
         if parsed is None:
             print(f"{_USAGE}\n\n{__doc__.split(chr(10) + chr(10))[0]}")
             return 0
-        path, workdir = parsed
+        path, workdir, until = parsed
         config = load_config_file(path)
         resolve_sweep(config)
     except ConfigError as e:
@@ -1024,7 +1040,7 @@ def main(argv: Sequence[str]) -> int:
     cli.enable_compilation_cache()
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint at INFO
     try:
-        rows = run_sweep(config, workdir)
+        rows = run_sweep(config, workdir, until=until)
     except (ConfigError, DataError, DeviceError, RunDirError) as e:
         return cli.fail(str(e), cli.USAGE_ERROR)
     except WriteError as e:

@@ -129,6 +129,24 @@ def test_a_finished_sweep_is_read_back_without_training(smoke, tmp_path):
     assert again == rows
 
 
+def test_until_screening_stops_before_the_final_and_trains_nothing_read_back(smoke, tmp_path):
+    workdir, rows, _ = smoke
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir / "screening", copy / "screening")
+
+    def no_training(config, path):
+        raise AssertionError(f"{path} was trained again")
+
+    screened = run_sweep(
+        _smoke_config(), copy, train=no_training, log=lambda line: None, until="screening"
+    )
+    assert screened == [r for r in rows if r["stage"] == "screening"]
+    assert not (copy / "final").exists()
+    assert "| final |" not in (copy / "results.md").read_text()
+    with pytest.raises(ValueError, match="until must be one of"):
+        run_sweep(_smoke_config(), copy, until="test")
+
+
 def test_a_killed_sweep_resumes_to_the_same_table(smoke, tmp_path):
     workdir, _, _ = smoke
     copy = tmp_path / "copy"
@@ -335,6 +353,10 @@ def _bad_configs(tmp_path):
         path.write_text(header + body + "    return c\n")
         args[name] = ([f"--config={path}", f"--workdir={tmp_path / name}"], fragment)
     args["no_workdir"] = ([f"--config={SMOKE}"], "--workdir is required")
+    args["bad_until"] = (
+        [f"--config={SMOKE}", f"--workdir={tmp_path / 'bad_until'}", "--until=test"],
+        "--until must be one of",
+    )
     args["missing_file"] = ([f"--config={tmp_path / 'nope.py'}", "--workdir=x"], "no such file")
     return args
 
