@@ -10,12 +10,15 @@ measured results; this script prints, under each exercise's full number (``### 6
 the numbers that back those answers. Arrays print as ``label =`` followed by the array. FLOP
 counts come from XLA itself: ``jax.jit(f).lower(...).compile().cost_analysis()["flops"]`` (a
 multiply-add counts as 2). Nothing is downloaded and nothing is trained; the whole run compiles
-small programs only.
+small programs only. The training experiments of 6.6.4.1-3 are not run here: 6.6.4.2's screening
+of LeNet variants is a sweep (``scripts/sweep.py --config configs/sweeps/lenet_variants.py``),
+whose ``results.md`` is its table; section 6.6 below prints only what each config trains and
+its size.
 
 Each exercise is computed here once. ``scripts/chapter6.py``, which shows some of them beside the
 book's worked examples (6.2.8.1, 6.2.8.4, 6.4.5.1, 6.5.5.1-2), calls the functions below, and
 prints with the same conventions (:func:`heading`, :func:`show`). This script imports no sibling
-script, so it also loads as a module on its own (``--results`` is used that way).
+script, so it also loads as a module on its own (the tests load it that way).
 """
 
 from __future__ import annotations
@@ -23,14 +26,13 @@ from __future__ import annotations
 import argparse
 import math
 import pathlib
-import sys
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax import models, ops, train
+from cnnjax import models, ops
 
 SECTIONS = ("6.1", "6.2", "6.3", "6.4", "6.5", "6.6")
 
@@ -272,8 +274,11 @@ def section_6_3() -> None:
         )
 
     exercise("6.3.4.3", "stride 2 on audio halves the sampling rate (and aliases)")
-    n, f0 = 64, 0.375  # a tone at 0.375 cycles per sample
-    tone = np.cos(2 * np.pi * f0 * np.arange(n)).astype(np.float32)
+    # 2 * n_out + 1 samples: a 3-tap stride-2 conv then gives n_out outputs, and a tone whose
+    # aliased frequency makes a whole number of cycles in n_out samples has all its energy in
+    # one FFT bin (no leakage), so the peaks below compare amplitudes exactly.
+    n_out, f0 = 32, 0.375  # a tone at 0.375 cycles per sample, above the new Nyquist 0.25
+    tone = np.cos(2 * np.pi * f0 * np.arange(2 * n_out + 1)).astype(np.float32)
     k = np.array([0.25, 0.5, 0.25], np.float32)
     s2 = ops.conv1d(tone[None, :, None], k[:, None, None], stride=2)[0, :, 0]
     s1 = ops.conv1d(tone[None, :, None], k[:, None, None])[0, :, 0]
@@ -281,11 +286,24 @@ def section_6_3() -> None:
         f"conv1d stride 2 vs stride 1 then every 2nd sample: max |diff| = "
         f"{max_abs_diff(s2, s1[::2]):.2e}"
     )
-    dec = tone[::2]
-    peak = int(np.argmax(np.abs(np.fft.rfft(dec))))
+    plain = np.abs(np.fft.rfft(tone[: 2 * n_out : 2]))
+    peak = int(np.argmax(plain))
     print(
-        f"tone at {f0} cycles/sample, decimated by 2: spectrum peak at bin {peak} of "
-        f"{len(dec)} samples = {peak / len(dec)} cycles/new sample (not {2 * f0}: aliased)"
+        f"tone at {f0} cycles/sample, decimated by 2 (every 2nd sample): spectrum peak at bin "
+        f"{peak} of {n_out} samples = {peak / n_out} cycles/new sample (not {2 * f0}: aliased), "
+        f"magnitude {plain[peak]:.3f}"
+    )
+    filtered = np.abs(np.fft.rfft(np.asarray(s2)))
+    print(
+        f"filtered by [1/4, 1/2, 1/4] then decimated (conv1d stride 2): spectrum peak at bin "
+        f"{int(np.argmax(filtered))}, magnitude {filtered[peak]:.3f} = "
+        f"{filtered[peak] / plain[peak]:.4f} of the unfiltered alias: attenuated, not removed"
+    )
+    freqs = (0.25, 0.3125, 0.375, 0.4375, 0.5)  # the band that folds onto [0, 0.25]
+    gains = [abs(np.exp(-2j * np.pi * f * np.arange(k.size)) @ k) for f in freqs]
+    print(
+        "gain |sum_t k[t] exp(-2 pi i f t)| of [1/4, 1/2, 1/4] across the folded band: "
+        + ", ".join(f"f {f}: {g:.4f}" for f, g in zip(freqs, gains))
     )
 
     exercise("6.3.4.4", "stride s divides the work by about s**2")
@@ -351,6 +369,44 @@ def in_image_macs(h, w, ci, co, k, pad, stride=1) -> int:
     return count * ci * co
 
 
+def conv_memory(c: ops.ConvCost, itemsize: int = 4) -> dict[str, int]:
+    """Bytes a conv layer holds in its forward and its backward pass (exercise 6.4.5.2).
+
+    ``ops.conv_cost`` gives the parameter count and the input and output sizes in bytes; the
+    gradient buffers follow from them, since each gradient has its variable's shape:
+
+      - "params": the parameters, ``params * itemsize``, held in both passes;
+      - "input", "output": what the forward pass reads and writes;
+      - "kept input": the input, kept from the forward pass to form the weight gradient;
+      - "output gradient": the incoming gradient, the output's size;
+      - "input gradient": the gradient passed on to the layer below, the input's size;
+      - "parameter gradient": the parameters' size.
+
+    "backward" is the sum of the last four: the buffers the backward pass holds besides the
+    parameters themselves (the first layer of a network could skip the input gradient).
+
+    Args:
+      c: the layer's :func:`cnnjax.ops.conv_cost`, computed with the same dtype.
+      itemsize: bytes per element of that dtype (4 for float32).
+
+    Returns:
+      ``{name: bytes}`` with the keys above.
+    """
+    out = {
+        "params": c.params * itemsize,
+        "input": c.input_bytes,
+        "output": c.activation_bytes,
+        "kept input": c.input_bytes,
+        "output gradient": c.activation_bytes,
+        "input gradient": c.input_bytes,
+        "parameter gradient": c.params * itemsize,
+    }
+    out["backward"] = sum(
+        out[k] for k in ("kept input", "output gradient", "input gradient", "parameter gradient")
+    )
+    return out
+
+
 def factor_5x5(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A (4, 1, 3, 3) and B (1, 4, 3, 3) with compose_kernels(A, B) == T (1, 1, 5, 5).
 
@@ -414,8 +470,15 @@ def section_6_4() -> None:
             f"out {c.output_shape}; formula MACs fwd {c.forward_macs:,} bwd {c.backward_macs:,}; "
             f"in-image MACs {in_image_macs(h, w, ci, co, k, pad, stride):,}; "
             f"XLA flops fwd {xla_flops(fwd, x, wk):,.0f} bwd {xla_flops(bwd, x, wk):,.0f}; "
-            f"params {c.params}, input bytes {c.input_bytes:,}, output bytes "
-            f"{c.activation_bytes:,}"
+            f"params {c.params}"
+        )
+        m = conv_memory(c)
+        print(
+            f"  memory (float32 bytes): parameters {m['params']:,}; forward: input "
+            f"{m['input']:,}, output {m['output']:,}; backward: kept input {m['kept input']:,} "
+            f"+ output gradient {m['output gradient']:,} + input gradient "
+            f"{m['input gradient']:,} + parameter gradient {m['parameter gradient']:,} = "
+            f"{m['backward']:,}"
         )
 
     exercise("6.4.5.3", "doubling the channels, or the padding")
@@ -451,13 +514,27 @@ def section_6_4() -> None:
     K1 = r.normal(size=(8, 64, 1, 1)).astype(np.float32)
     Y1 = np.asarray(ops.corr2d_multi_in_out_1x1(X1, K1))
     Y2 = np.asarray(ops.corr2d_multi_in_out(X1, K1))
-    exact = np.einsum("ihw,oi->ohw", X1.astype(np.float64), K1[:, :, 0, 0].astype(np.float64))
+    x64, k64 = X1.astype(np.float64), K1[:, :, 0, 0].astype(np.float64)
+    exact = np.einsum("ihw,oi->ohw", x64, k64)
+    # Each output is a sum of n = 64 products; float32 summation in any order is within
+    # n * eps * sum_i |x_i k_i| of the exact sum (the standard bound for recursive summation).
+    terms = np.abs(np.einsum("ihw,oi->oihw", x64, k64)).sum(axis=1)
+    bound = X1.shape[0] * np.finfo(np.float32).eps * terms.max()
     print(
-        f"float32: max |Y1 - Y2| = {np.abs(Y1 - Y2).max():.3e}, "
+        f"64 input channels, float32: max |Y1 - Y2| = {np.abs(Y1 - Y2).max():.3e}, "
         f"{int((Y1 != Y2).sum())} of {Y1.size} entries differ; "
         f"max |Y1 - exact| = {np.abs(Y1 - exact).max():.3e}, "
         f"max |Y2 - exact| = {np.abs(Y2 - exact).max():.3e}, "
-        f"float32 eps * max|Y| = {np.finfo(np.float32).eps * np.abs(exact).max():.3e}"
+        f"bound n * eps * max sum|x_i k_i| = {bound:.3e}"
+    )
+    book = rng(7)  # the book's sizes, drawn apart so that 6.4.5.6's draws stay as they were
+    Xb = book.normal(size=(3, 3, 3)).astype(np.float32)
+    Kb = book.normal(size=(2, 3, 1, 1)).astype(np.float32)
+    Yb1 = np.asarray(ops.corr2d_multi_in_out_1x1(Xb, Kb))
+    Yb2 = np.asarray(ops.corr2d_multi_in_out(Xb, Kb))
+    print(
+        f"the book's sizes (3 input channels, 2 outputs, 3x3): max |Y1 - Y2| = "
+        f"{np.abs(Yb1 - Yb2).max():.3e}, {int((Yb1 != Yb2).sum())} of {Yb1.size} entries differ"
     )
 
     exercise("6.4.5.6", "convolution as a matrix product for a k x k window (im2col)")
@@ -599,60 +676,6 @@ def count_params(model_cfg) -> int:
     return sum(math.prod(p.shape) for p in jax.tree.leaves(params))
 
 
-def sweep_commands(data_dir: str = "../shared/data/fashion_mnist") -> list[str]:
-    """One ``scripts/train.py`` command per variant of ``configs/lenet_variants.py``."""
-
-    def fmt(v) -> str:
-        return "[" + ",".join(map(str, v)) + "]" if isinstance(v, tuple) else str(v)
-
-    out = []
-    for name, (_, overrides) in load_config_module("lenet_variants").VARIANTS.items():
-        args = "".join(f" --config.{k}={fmt(v)}" for k, v in overrides.items())
-        out.append(
-            f"python scripts/train.py --config configs/lenet_variants.py "
-            f"--workdir runs/variants/{name} --config.data.source=idx "
-            f"--config.data.dir={data_dir}{args}"
-        )
-    return out
-
-
-def mean_std(values) -> str:
-    v = np.asarray(values, dtype=np.float64)
-    return f"{v.mean():.4f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.4f}"
-
-
-def results_table(root: pathlib.Path, log: Callable[[str], None] = print) -> list[str]:
-    """The markdown table of the finished runs in ``root``'s sub-directories, read through
-    :class:`cnnjax.train.RunDir`: per run and learning rate of its population, the mean ± sample
-    std over those members of the final validation accuracy (when the run had a validation
-    split) and test accuracy.
-
-    A sub-directory that holds no finished run (not a run, still training, or a summary that
-    cannot be read) is left out, with one line to ``log`` saying why.
-    """
-    rows = [
-        "| run | params | lr | members | val acc | test acc |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for path in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            with train.RunDir(path, read_only=True) as run:
-                config, summary = run.read_config(), run.read_summary()
-        except train.RunDirError as e:
-            log(f"left out {path.name}: {e}")
-            continue
-        lrs = np.asarray(config.population.learning_rates)
-        val = summary.get("val_accuracy")
-        for lr in sorted(set(lrs.tolist())):
-            sel = lrs == lr
-            val_s = mean_std(val[sel]) if val is not None else "-"
-            rows.append(
-                f"| {path.name} | {count_params(config.model):,} | {lr:g} | {int(sel.sum())} "
-                f"| {val_s} | {mean_std(summary['test_accuracy'][sel])} |"
-            )
-    return rows
-
-
 def section_6_6() -> None:
     heading("6.6 LeNet: exercises")
     print("6.6.4.1-6.6.4.3 are training runs (configs/lenet_*.py, results in EXERCISES.md);")
@@ -695,7 +718,10 @@ def section_6_6() -> None:
     )
 
     exercise("6.6.4.4", "first- and second-layer activations")
-    print("python scripts/chapter6.py --section 6.6 [--workdir RUN] draws them.")
+    print(
+        "python scripts/chapter6.py --section 6.6 --workdir RUN [--data-dir DIR] draws them for "
+        "a trained run, with the similarity of a sweater's and a coat's activation maps."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -704,21 +730,7 @@ def section_6_6() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--section", choices=SECTIONS, help="run one section (default: all)")
-    parser.add_argument(
-        "--sweep-commands", action="store_true", help="print the 6.6.4.2 sweep's commands"
-    )
-    parser.add_argument("--results", help="a directory of finished runs: print their table")
     args = parser.parse_args(argv)
-    if args.sweep_commands:
-        print("\n".join(sweep_commands()))
-        return
-    if args.results:
-        root = pathlib.Path(args.results)
-        if not root.is_dir():
-            parser.error(f"--results {root} is not a directory (give the one holding the runs)")
-        table = results_table(root, log=lambda line: print(line, file=sys.stderr))
-        print("\n".join(table))
-        return
     np.set_printoptions(precision=4, suppress=True)
     runners = {
         "6.1": section_6_1,

@@ -254,10 +254,46 @@ def fast_compiles():
     jax.config.update("jax_disable_most_optimizations", previous)
 
 
+def _cos(a, b):
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return a @ b / np.sqrt((a @ a) * (b @ b))
+
+
+def _corr(a, b):
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return np.corrcoef(a, b)[0, 1]
+
+
+def _lenet_acts(params, x):
+    """The book's LeNet's act1 and act2 for one (28, 28) image, in numpy/scipy: conv 5x5 pad 2,
+    sigmoid, 2x2 average pooling, conv 5x5, sigmoid."""
+
+    def layer(maps, kernel, bias):  # maps (C, H, W), kernel (k, k, C, O)
+        out = [
+            sum(corr(maps[c], kernel[:, :, c, o]) for c in range(maps.shape[0])) + bias[o]
+            for o in range(kernel.shape[-1])
+        ]
+        return 1 / (1 + np.exp(-np.stack(out)))
+
+    p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
+    act1 = layer(np.pad(x, 2)[None], p["conv1"]["kernel"], p["conv1"]["bias"])
+    pool1 = act1.reshape(6, 14, 2, 14, 2).mean(axis=(2, 4))
+    act2 = layer(pool1, p["conv2"]["kernel"], p["conv2"]["bias"])
+    return act1, act2  # (6, 28, 28), (16, 10, 10)
+
+
+def _row(out, pair, table):
+    """The cells of the markdown row of ``pair`` in the ``table``-th similarity table."""
+    rows = [ln for ln in out.splitlines() if ln.startswith(f"| {pair} |")]
+    return [c.strip() for c in rows[table].strip("|").split("|")[1:]]
+
+
 def test_workdir_shows_a_trained_models_activations(tmp_path, capsys, fast_compiles):
-    """The activations of a trained run: its model, its preprocessing and its data's classes,
-    all from its run directory (``restore_model``)."""
-    from cnnjax import train
+    """6.6.4.4 on a trained run: its model, preprocessing and data from its run directory
+    (``restore_model``); the first test image of classes 2, 4, 7 and 8 (a sweater, a coat, a
+    sneaker and a bag on Fashion-MNIST); every printed similarity recomputed here from the
+    checkpoint's parameters with scipy's correlation."""
+    from cnnjax import data, train
 
     config = train.default_config()
     config.num_epochs, config.batch_size, config.eval_batch_size = 1, 32, 64
@@ -270,15 +306,73 @@ def test_workdir_shows_a_trained_models_activations(tmp_path, capsys, fast_compi
 
     outdir = tmp_path / "figs"
     out = run_script("--section", "6.6", "--workdir", workdir, "--outdir", outdir)
-    m = re.search(
-        rf"^inputs \(trained, member 0 of {re.escape(str(workdir))}\): (.+); 28x28x1 each, "
-        r"values in \[([\d.]+), ([\d.]+)\]$",
-        out,
-        re.M,
-    )
-    assert m, out
-    names = m.group(1).split(", ")
-    assert len(names) == len(set(names)) == 4  # one image of each of four classes
-    assert 0.0 <= float(m.group(2)) < float(m.group(3)) <= 1.0  # the run's "unit" normalisation
+    ds = data.load("mnist_5k", source="bundled")
+    first = [int(np.flatnonzero(ds.test_labels == c)[0]) for c in (2, 4, 7, 8)]
+    names = [f"{c} (test #{i})" for c, i in zip((2, 4, 7, 8), first)]
+    assert (
+        f"inputs (trained, member 0 of {workdir}): {', '.join(names)}; 28x28x1 each, "
+        "values in [0.00, 1.00]"
+    ) in out  # the run's "unit" normalisation
     assert "6 maps of 28x28 for 4 inputs" in out and "16 maps of 10x10 for 4 inputs" in out
     assert sorted(p.name for p in outdir.iterdir()) == ["lenet_layer1.png", "lenet_layer2.png"]
+
+    _, params, _, restored = train.restore_model(workdir)
+    assert (restored.model.activation, restored.model.pooling) == ("sigmoid", "avg")
+    assert restored.data.normalize == "unit"
+
+    def arrays(i):
+        x = ds.test_images[i, :, :, 0].astype(np.float64) / 255
+        return (x, *_lenet_acts(params, x))
+
+    # One image per class: cosine / correlation per layer, per-channel cosines.
+    ref = arrays(first[0])
+    for c, i, name in zip((4, 7, 8), first[1:], names[1:]):
+        other = arrays(i)
+        cells = _row(out, f"2 vs {c}", 0)
+        pairs = [cells[0], cells[1], cells[3]]  # input, layer 1, layer 2
+        for cell, a, b in zip(pairs, ref, other, strict=True):
+            cos, cor = map(float, cell.split(" / "))
+            assert cos == pytest.approx(_cos(a, b), abs=2e-3)
+            assert cor == pytest.approx(_corr(a, b), abs=2e-3)
+        for layer, col in ((1, 2), (2, 4)):
+            per = [_cos(x, y) for x, y in zip(ref[layer], other[layer])]
+            got = block(out, f"layer {layer} per-channel cosine, {names[0]} vs {name}")
+            np.testing.assert_allclose(got, per, atol=2e-4)
+            mean, lo, hi = map(float, re.findall(r"[\d.]+", cells[col]))
+            assert (mean, lo, hi) == pytest.approx((np.mean(per), min(per), max(per)), abs=2e-3)
+
+    # The same, averaged over 100 pairs (the bundled test split has 100 images per class).
+    assert "mean over 100 pairs" in out
+    hits = [np.flatnonzero(ds.test_labels == c)[:100] for c in (2, 4, 7, 8)]
+    refs = [arrays(i) for i in hits[0]]
+    for c, idx in zip((4, 7, 8), hits[1:]):
+        others = [arrays(i) for i in idx]
+        cells = _row(out, f"2 vs {c}", 1)
+        for layer, cell in enumerate(cells):
+            cos, cor = map(float, cell.split(" / "))
+            assert cos == pytest.approx(
+                np.mean([_cos(a[layer], b[layer]) for a, b in zip(refs, others)]), abs=2e-3
+            )
+            assert cor == pytest.approx(
+                np.mean([_corr(a[layer], b[layer]) for a, b in zip(refs, others)]), abs=2e-3
+            )
+
+
+def test_data_dir_errors_are_one_line(tmp_path):
+    """--data-dir without --workdir, and a --workdir that holds no run: exit 2, one line."""
+    env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    for args, says in (
+        (["--data-dir", str(tmp_path)], "--data-dir needs --workdir"),
+        (["--section", "6.6", "--workdir", str(tmp_path / "none")], str(tmp_path / "none")),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPT), *args, "--outdir", str(tmp_path / "figs")],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and "error: " in last and says in last, proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -13,12 +13,10 @@ import re
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from scipy import signal, special
 
-from cnnjax import train
 from tests.test_chapter6 import block, corr, max_pool
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -208,7 +206,31 @@ def test_6_3(out):
     assert number(t, r"max \|diff\| = " + FLOAT) < 1e-6
     # 0.375 cycles/sample is 0.75 cycles per new sample after dropping every other one, which
     # a sampled cosine cannot tell from 1 - 0.75 = 0.25: bin 0.25 * 32 = 8.
-    assert int(number(t, r"peak at bin (\d+)")) == round((1 - 2 * 0.375) * 32)
+    f0, n = 0.375, 32
+    tone = np.cos(2 * np.pi * f0 * np.arange(2 * n + 1))
+    plain = np.abs(np.fft.rfft(tone[: 2 * n : 2]))
+    k = np.array([0.25, 0.5, 0.25])
+    filtered = np.abs(np.fft.rfft(np.correlate(tone, k, mode="valid")[::2]))
+    alias = round((1 - 2 * f0) * n)
+    assert alias == 8 == int(np.argmax(plain)) == int(np.argmax(filtered))
+    assert int(number(t, r"decimated by 2 \(every 2nd sample\): spectrum peak at bin (\d+)")) == 8
+    assert int(number(t, r"conv1d stride 2\): spectrum peak at bin (\d+)")) == 8
+    assert number(t, r"cycles/new sample .*magnitude " + FLOAT) == pytest.approx(
+        plain[alias], abs=1e-3
+    )
+    assert number(t, r"conv1d stride 2\): .* magnitude " + FLOAT) == pytest.approx(
+        filtered[alias], abs=1e-3
+    )
+    # The filter's gain at the tone: H(f) = 1/2 + cos(2 pi f)/2 for [1/4, 1/2, 1/4].
+    gain = (1 + np.cos(2 * np.pi * f0)) / 2
+    assert gain == pytest.approx(0.1464, abs=1e-4)
+    assert filtered[alias] / plain[alias] == pytest.approx(gain, abs=1e-9)
+    assert number(t, r"= " + FLOAT + r" of the unfiltered alias") == pytest.approx(gain, abs=1e-4)
+    gains = dict(re.findall(r"f ([\d.]+): ([\d.]+)", t.split("folded band:")[1]))
+    assert list(gains) == ["0.25", "0.3125", "0.375", "0.4375", "0.5"]
+    for f, g in gains.items():
+        assert float(g) == pytest.approx((1 + np.cos(2 * np.pi * float(f))) / 2, abs=1e-4)
+    assert float(gains["0.25"]) == 0.5 and float(gains["0.5"]) == 0.0  # only 0.5 is removed
 
     rows = re.findall(
         r"^stride (\d): output \((\d+), (\d+)\), formula forward MACs ([\d,]+), "
@@ -243,14 +265,25 @@ def test_6_4(out):
     for pad, stride, rest in rows:
         p, s = int(pad), int(stride)
         o = _out(16, 3, p, s)
-        fwd, bwd, inimg, xf, xb, params, inb, outb = ints(
+        fwd, bwd, inimg, xf, xb, params = ints(
             re.sub(r"\(\d+, \d+\)", "", rest).replace("fwd", " ").replace("bwd", " ")
         )
         assert fwd == o * o * 3 * 8 * 9 and bwd == 2 * fwd
         assert inimg == _taps_in_image(16, 3, p, s) ** 2 * 3 * 8
         assert xf == 2 * inimg  # XLA counts the taps inside the image, a multiply-add as 2
         assert xb == 2 * xf  # input and weight gradients: the forward's work each
-        assert (params, inb, outb) == (3 * 3 * 3 * 8 + 8, 16 * 16 * 3 * 4, o * o * 8 * 4)
+        assert params == 3 * 3 * 3 * 8 + 8
+
+    mems = re.findall(r"^  memory \(float32 bytes\): (.*)$", ex(out, "6.4.5.2"), re.M)
+    assert len(mems) == 3
+    for (pad, stride, _), mem in zip(rows, mems, strict=True):
+        o = _out(16, 3, int(pad), int(stride))
+        params, inputs, outputs = (3 * 3 * 3 * 8 + 8) * 4, 16 * 16 * 3 * 4, o * o * 8 * 4
+        got = ints(mem.replace("float32", ""))
+        # parameters; forward input, output; backward: kept input + output gradient + input
+        # gradient + parameter gradient = total
+        backward = [inputs, outputs, inputs, params]
+        assert got == [params, inputs, outputs, *backward, sum(backward)]
 
     rows = re.findall(
         r"^(.+?): output \((\d+), (\d+)\), forward MACs ([\d,]+) \(([\d.]+)x\), params ([\d,]+)$",
@@ -294,6 +327,20 @@ def test_6_4(out):
         for p in (r"max \|Y1 - Y2\| = ", r"max \|Y1 - exact\| = ", r"max \|Y2 - exact\| = ")
     )
     assert d1 < bound and d2 < bound and d12 <= d1 + d2 + 1e-12
+    assert number(t, r"bound n \* eps \* max sum\|x_i k_i\| = " + FLOAT) == pytest.approx(
+        bound, rel=1e-3
+    )
+    book = re.search(
+        r"the book's sizes .*: max \|Y1 - Y2\| = " + FLOAT + r", (\d+) of 18 entries differ", t
+    )
+    assert book, t
+    book_rng = np.random.default_rng(7)  # the script's draws for the book's sizes
+    Xb = book_rng.normal(size=(3, 3, 3)).astype(np.float64)
+    Kb = book_rng.normal(size=(2, 3, 1, 1)).astype(np.float64)[:, :, 0, 0]
+    terms = np.einsum("ihw,oi->ohw", np.abs(Xb), np.abs(Kb))  # sum_i |x_i k_i| per output
+    diff, differ = float(book.group(1)), int(book.group(2))
+    assert (diff == 0) == (differ == 0)  # equal iff every entry is
+    assert diff <= 2 * 3 * np.finfo(np.float32).eps * terms.max()  # each within n eps sum|x k|
 
     t = ex(out, "6.4.5.6")
     assert "patches (16, 27) @ kernels (27, 4) -> (4, 4, 4)" in t
@@ -396,52 +443,7 @@ def test_6_6_model_sizes(out, exercises):
         assert ints(line.split("pooling:")[1])[0] == expected <= 100_000  # "LeNet-sized"
 
 
-def test_sweep_commands_cover_every_variant(exercises, capsys):
-    exercises.main(["--sweep-commands"])
-    lines = capsys.readouterr().out.splitlines()
-    variants = exercises.load_config_module("lenet_variants").VARIANTS
-    assert len(lines) == len(variants)
-    for line, (name, (_, overrides)) in zip(lines, variants.items(), strict=True):
-        assert f"--workdir runs/variants/{name} " in line
-        for key in overrides:
-            assert f"--config.{key}=" in line
-
-
 def test_section_flag_runs_one_section(exercises, capsys):
     exercises.main(["--section", "6.3"])
     printed = re.findall(r"^### (\S+) ", capsys.readouterr().out, flags=re.M)
     assert printed == NUMBERS["6.3"]
-
-
-@pytest.fixture
-def fast_compiles():
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
-def test_results_reads_each_run_through_its_run_directory(exercises, tmp_path, fast_compiles):
-    """``--results``: one row per run and learning rate, from the run's config and summary;
-    a directory that is no run is left out with the reason."""
-    config = train.default_config()
-    config.num_epochs, config.batch_size, config.eval_batch_size = 1, 32, 64
-    config.data.source, config.data.name = "bundled", "mnist_5k"
-    config.data.train_limit, config.data.test_limit = 128, 64
-    config.population.size, config.population.learning_rates = 2, (0.3, 0.9)
-    config.progress = False
-    summary = train.train_and_evaluate(config, tmp_path / "tiny", log=lambda line: None)
-    (tmp_path / "notes").mkdir()
-
-    left_out = []
-    rows = exercises.results_table(tmp_path, log=left_out.append)
-    assert rows[:2] == [
-        "| run | params | lr | members | val acc | test acc |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    test_acc = np.asarray(summary["test_accuracy"], np.float64)
-    assert rows[2:] == [
-        f"| tiny | 61,706 | {lr:g} | 1 | - | {acc:.4f} ± 0.0000 |"
-        for lr, acc in zip((0.3, 0.9), test_acc, strict=True)
-    ]
-    assert len(left_out) == 1 and left_out[0].startswith("left out notes: ")
