@@ -661,12 +661,15 @@ def load_config_module(name: str):
     return module
 
 
-def variant_config(name: str):
-    """``configs/lenet_variants.py``'s base config with variant ``name``'s overrides applied."""
-    module = load_config_module("lenet_variants")
-    config = module.get_config()
-    config.update_from_flattened_dict(module.VARIANTS[name][1])  # keys like "model.channels"
-    return config
+def sweep_configs(name: str) -> dict:
+    """``configs/sweeps/<name>.py``'s variants: name -> the resolved training config."""
+    from cnnjax.train import load_config_file
+    from cnnjax.train.sweep import plan_groups, resolve_sweep
+
+    sweep = resolve_sweep(load_config_file(str(CONFIGS / "sweeps" / f"{name}.py")))
+    return {
+        v: plan_groups(sweep, "screening", [(v, sweep.points[0])])[0].config for v in sweep.variants
+    }
 
 
 def count_params(model_cfg) -> int:
@@ -682,21 +685,21 @@ def section_6_6() -> None:
     print("here: what each run trains, and its size.")
 
     exercise("6.6.4.1", "max instead of average pooling")
-    cfg = load_config_module("lenet_maxpool").get_config()
-    print(
-        f"configs/lenet_maxpool.py: {cfg.model.activation}, {cfg.model.pooling} pooling, "
-        f"{cfg.optimizer.name} lr {cfg.optimizer.learning_rate}: "
-        f"{count_params(cfg.model):,} parameters (pooling has none)"
-    )
+    for name, config in sweep_configs("pooling").items():
+        model = config.model
+        print(
+            f"configs/sweeps/pooling.py variant {name}: {model.activation}, {model.pooling} "
+            f"pooling: {count_params(model):,} parameters (pooling has none)"
+        )
 
     exercise("6.6.4.2", "LeNet variants along each axis")
-    for name, (axis, _) in load_config_module("lenet_variants").VARIANTS.items():
-        cfg = variant_config(name)
-        m = cfg.model
+    for name, config in sweep_configs("lenet_variants").items():
+        model, data = config.model, config.data
         print(
-            f"variant {name} ({axis}): channels {tuple(m.channels)}, kernels "
-            f"{tuple(m.kernel_sizes)}, dense {tuple(m.dense)}, {m.activation}, "
-            f"{m.kernel_init}: {count_params(m):,} parameters"
+            f"variant {name}: channels {tuple(model.channels)}, kernels "
+            f"{tuple(model.kernel_sizes)}, dense {tuple(model.dense)}, {model.activation}, "
+            f"{model.kernel_init}, {model.pooling} pooling, flips {data.random_flip}, shifts "
+            f"{data.random_shift}: {count_params(model):,} parameters"
         )
 
     cfg = load_config_module("lenet_best").get_config()
