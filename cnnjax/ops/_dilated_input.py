@@ -121,27 +121,45 @@ def _subsampled_conv(strides, pads, rhs_dilation, groups, dx, w):
     return lax.slice(full, (0,) * full.ndim, full.shape, (1, *strides, 1))
 
 
-def _strided_conv_jvp(strides, pads, rhs_dilation, groups, primals, tangents):
-    x, w = primals
-    dx, dw = tangents
+def conv_and_tangent(x, w, dx, dw, strides, pads: Pads, rhs_dilation, groups: int):
+    """:func:`strided_conv` and its tangent, for a JVP rule that calls the conv on tangents.
+
+    A custom JVP rule of an outer op (conv's "auto") cannot call :func:`strided_conv` on its
+    tangents: JAX transposes a ``custom_jvp`` function met on tangents through its forward
+    body, lax's strided convolution, not through its rule. This builds the tangent as the rule
+    does. ``dx`` or ``dw`` may be None (a zero tangent: its term is skipped).
+
+    Returns:
+      (y, ty): the convolution of x and w, and its derivative in the direction (dx, dw).
+    """
+    strides, pads, rhs_dilation = tuple(strides), tuple(pads), tuple(rhs_dilation)
+    r = x.ndim - 2
     conv = functools.partial(
-        _strided_conv, strides=strides, pads=pads, rhs_dilation=rhs_dilation, groups=groups
+        strided_conv, strides=strides, pads=pads, rhs_dilation=rhs_dilation, groups=groups
     )
     y = conv(x, w)
     terms = []
-    # Symbolic zeros (x is a data batch, or w is frozen) skip their term: no work is staged.
-    if not isinstance(dx, SymbolicZero):
-        on_cpu = functools.partial(_subsampled_conv, strides, pads, rhs_dilation, groups)
+    if dx is not None:
         native = functools.partial(
-            _lax_conv, strides=strides, pads=pads, lhs_dilation=(1,) * (x.ndim - 2),
+            _lax_conv, strides=strides, pads=pads, lhs_dilation=(1,) * r,
             rhs_dilation=rhs_dilation, groups=groups,
         )  # fmt: skip
-        terms.append(lax.platform_dependent(dx, w, cpu=on_cpu, default=native))
-    if not isinstance(dw, SymbolicZero):
+        if all(s == 1 for s in strides):
+            terms.append(native(dx, w))
+        else:
+            on_cpu = functools.partial(_subsampled_conv, strides, pads, rhs_dilation, groups)
+            terms.append(lax.platform_dependent(dx, w, cpu=on_cpu, default=native))
+    if dw is not None:
         # lax transposes this term in w with the stride as rhs_dilation: no input dilation.
         terms.append(conv(x, dw))
     ty = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
     return y, ty
+
+
+def _strided_conv_jvp(strides, pads, rhs_dilation, groups, primals, tangents):
+    # Symbolic zeros (x is a data batch, or w is frozen) skip their term: no work is staged.
+    dx, dw = (None if isinstance(t, SymbolicZero) else t for t in tangents)
+    return conv_and_tangent(*primals, dx, dw, strides, pads, rhs_dilation, groups)
 
 
 _strided_conv.defjvp(_strided_conv_jvp, symbolic_zeros=True)

@@ -115,25 +115,22 @@ def _auto_conv2d_jvp(strides, pads, dilations, forward_toeplitz, primals, tangen
     # Symbolic zeros (e.g. x is the data batch: no input gradient) are dropped from the terms.
     dx = None if isinstance(dx, SymbolicZero) else dx
     dw = None if isinstance(dw, SymbolicZero) else dw
-    kw = dict(stride=strides, padding=pads, dilation=dilations)
-    toep = functools.partial(toeplitz.toeplitz_conv2d, **kw)
-    lax_ = functools.partial(_lax_conv, strides=strides, pads=pads, dilations=dilations)
+    toep = functools.partial(
+        toeplitz.toeplitz_conv2d, stride=strides, padding=pads, dilation=dilations
+    )
 
-    def y_and_tangent(conv, x, w, dx, dw):
-        y = conv(x, w)
-        terms = ([] if dx is None else [conv(dx, w)]) + ([] if dw is None else [conv(x, dw)])
+    def toeplitz_y_and_tangent(x, w, dx, dw):
+        y = toep(x, w)
+        terms = ([] if dx is None else [toep(dx, w)]) + ([] if dw is None else [toep(x, dw)])
         ty = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
         return y, ty
 
-    return lax.cond(
-        _all_finite(x, w),
-        functools.partial(y_and_tangent, toep),
-        functools.partial(y_and_tangent, lax_),
-        x,
-        w,
-        dx,
-        dw,
-    )
+    def lax_y_and_tangent(x, w, dx, dw):
+        # Not _lax_conv on the tangents: transposed from there, it would be lax's own strided
+        # conv, whose input gradient XLA:CPU can abort on (cnnjax.ops._dilated_input).
+        return _dilated_input.conv_and_tangent(x, w, dx, dw, strides, pads, dilations, 1)
+
+    return lax.cond(_all_finite(x, w), toeplitz_y_and_tangent, lax_y_and_tangent, x, w, dx, dw)
 
 
 _auto_conv2d.defjvp(_auto_conv2d_jvp, symbolic_zeros=True)
