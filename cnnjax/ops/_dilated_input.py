@@ -70,8 +70,8 @@ def conv_dilated_input(x, w, pads: Pads, lhs_dilation, rhs_dilation, groups: int
 
     Equals ``lax.conv_general_dilated(x, w, 1, pads, lhs_dilation, rhs_dilation, ...)`` with
     channels-last ``x`` (N, *spatial, Ci) and ``w`` (*kernel, Ci/groups, Co); ``pads`` may be
-    negative. Differentiable, batchable; on CPU, no convolution in it or in its derivatives
-    dilates its input.
+    negative. Differentiable, batchable; on CPU, no convolution in it or in its first
+    derivatives dilates its input (a second derivative in x, with ``rhs_dilation > 1``, may).
     """
     r = x.ndim - 2
     ones = (1,) * r
