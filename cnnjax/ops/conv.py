@@ -26,7 +26,10 @@ bit: the Toeplitz GEMM adds the products in another order, so on finite inputs i
 gradients differ from lax's by float rounding (float32 on CPU: within 1e-6 of ``conv(|x|,
 |w|)`` per entry, measured up to 4e-7, i.e. ~5e-6 on LeNet conv1's outputs near 25; GPUs that
 run float32 GEMMs or convs in TF32 may differ more):
-  - "lax": ``jax.lax.conv_general_dilated``, any rank and ``groups``.
+  - "lax": ``jax.lax.conv_general_dilated``, any rank and ``groups``. On CPU a strided conv's
+    input gradient is computed without lax's input dilation, which can abort XLA:CPU's compiler
+    (:mod:`cnnjax.ops._dilated_input`): same values, and forward-mode derivatives in x cost a
+    stride-1 conv there.
   - "toeplitz": 2-D only, ``groups == 1``: one block-Toeplitz GEMM
     (:mod:`cnnjax.ops.toeplitz`), faster on XLA:CPU and for small convs on GPU. Its structural
     zeros meet every input value of a row band, so a NaN/inf input spreads to more outputs than
@@ -47,7 +50,7 @@ from jax import lax
 from jax.custom_batching import custom_vmap
 from jax.custom_derivatives import SymbolicZero
 
-from cnnjax.ops import _checks, toeplitz
+from cnnjax.ops import _checks, _dilated_input, toeplitz
 
 __all__ = ["IMPLS", "PADDING_MODES", "conv", "conv1d", "conv2d", "conv3d"]
 
@@ -58,26 +61,9 @@ _NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"
 Padding = Any  # int | Sequence[int] | Sequence[tuple[int, int]] | str; see conv()
 
 
-def dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
-    """Channels-last input/output and (*kernel, I, O) weights, for any spatial rank."""
-    spatial = tuple(range(1, rank + 1))
-    return lax.ConvDimensionNumbers(
-        lhs_spec=(0, rank + 1) + spatial,
-        rhs_spec=(rank + 1, rank) + tuple(range(rank)),
-        out_spec=(0, rank + 1) + spatial,
-    )
-
-
 def _lax_conv(x, w, strides, pads, dilations, groups=1):
-    return lax.conv_general_dilated(
-        x,
-        w,
-        window_strides=strides,
-        padding=pads,
-        rhs_dilation=dilations,
-        dimension_numbers=dimension_numbers(x.ndim - 2),
-        feature_group_count=groups,
-    )
+    # Not lax.conv_general_dilated itself: its input gradient can abort XLA:CPU's compiler.
+    return _dilated_input.strided_conv(x, w, strides, pads, dilations, groups)
 
 
 # --- "auto": the Toeplitz GEMM where it wins, with lax's results everywhere -------------------
@@ -129,25 +115,22 @@ def _auto_conv2d_jvp(strides, pads, dilations, forward_toeplitz, primals, tangen
     # Symbolic zeros (e.g. x is the data batch: no input gradient) are dropped from the terms.
     dx = None if isinstance(dx, SymbolicZero) else dx
     dw = None if isinstance(dw, SymbolicZero) else dw
-    kw = dict(stride=strides, padding=pads, dilation=dilations)
-    toep = functools.partial(toeplitz.toeplitz_conv2d, **kw)
-    lax_ = functools.partial(_lax_conv, strides=strides, pads=pads, dilations=dilations)
+    toep = functools.partial(
+        toeplitz.toeplitz_conv2d, stride=strides, padding=pads, dilation=dilations
+    )
 
-    def y_and_tangent(conv, x, w, dx, dw):
-        y = conv(x, w)
-        terms = ([] if dx is None else [conv(dx, w)]) + ([] if dw is None else [conv(x, dw)])
+    def toeplitz_y_and_tangent(x, w, dx, dw):
+        y = toep(x, w)
+        terms = ([] if dx is None else [toep(dx, w)]) + ([] if dw is None else [toep(x, dw)])
         ty = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
         return y, ty
 
-    return lax.cond(
-        _all_finite(x, w),
-        functools.partial(y_and_tangent, toep),
-        functools.partial(y_and_tangent, lax_),
-        x,
-        w,
-        dx,
-        dw,
-    )
+    def lax_y_and_tangent(x, w, dx, dw):
+        # Not _lax_conv on the tangents: transposed from there, it would be lax's own strided
+        # conv, whose input gradient XLA:CPU can abort on (cnnjax.ops._dilated_input).
+        return _dilated_input.conv_and_tangent(x, w, dx, dw, strides, pads, dilations, 1)
+
+    return lax.cond(_all_finite(x, w), toeplitz_y_and_tangent, lax_y_and_tangent, x, w, dx, dw)
 
 
 _auto_conv2d.defjvp(_auto_conv2d_jvp, symbolic_zeros=True)

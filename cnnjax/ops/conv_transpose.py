@@ -16,9 +16,11 @@ Layouts (``layout=``), for spatial rank r:
 Unbatched ``x`` (no N axis) and empty batches are accepted as in :mod:`cnnjax.ops.conv`, and an
 int or a one-element tuple as stride, padding, output_padding or dilation means every dim.
 
-Implementation: one ``lax.conv_general_dilated`` with the input dilated by ``stride``
-(``lhs_dilation``), the kernel flipped and regrouped, and padding ``dilation*(k-1) - padding``
-(``+ output_padding`` on the high side); jit-, grad- and vmap-safe.
+Implementation: one stride-1 convolution of the input dilated by ``stride``, with the kernel
+flipped and regrouped and padding ``dilation*(k-1) - padding`` (``+ output_padding`` on the high
+side); jit-, grad- and vmap-safe. Off CPU that is ``lax.conv_general_dilated``'s
+``lhs_dilation``; on CPU the dilation is explicit, since XLA:CPU's compiler aborts the process on
+some input-dilated convolutions (:mod:`cnnjax.ops._dilated_input`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from cnnjax.ops import _checks
-from cnnjax.ops.conv import dimension_numbers
+from cnnjax.ops._dilated_input import conv_dilated_input
 
 __all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
@@ -128,16 +129,7 @@ def _conv_transpose(
             (d * (k - 1) - lo, d * (k - 1) - hi + op_)
             for d, k, (lo, hi), op_ in zip(dilations, kernel, pads, out_pads)
         )
-        y = lax.conv_general_dilated(
-            x,
-            kg,
-            window_strides=(1,) * r,
-            padding=conv_pads,
-            lhs_dilation=strides,
-            rhs_dilation=dilations,
-            dimension_numbers=dimension_numbers(r),
-            feature_group_count=groups,
-        )
+        y = conv_dilated_input(x, kg, conv_pads, strides, dilations, groups)
     if b is not None:
         y = y + b.astype(dtype)
     return _checks.restore_layout(y, unbatched, first)
