@@ -459,10 +459,21 @@ def section_6_4() -> None:
         wk = jnp.ones((k, k, ci, co))
 
         def fwd(a, b, pad=pad, stride=stride):
-            return ops.conv2d(a, b, padding=pad, stride=stride, impl="lax")
+            # lax's own conv, so its own gradient: on CPU, ops.conv2d computes a strided conv's
+            # input gradient on the explicitly dilated cotangent (XLA:CPU can abort on lax's),
+            # which XLA counts with the inserted zeros (printed below as "cnnjax CPU bwd").
+            return jax.lax.conv_general_dilated(
+                a, b, (stride, stride), [(pad, pad)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
 
         def bwd(a, b, fwd=fwd):
             return jax.grad(lambda a, b: jnp.sum(fwd(a, b)), argnums=(0, 1))(a, b)
+
+        def ops_bwd(a, b, pad=pad, stride=stride):
+            def f(a, b):
+                return jnp.sum(ops.conv2d(a, b, padding=pad, stride=stride, impl="lax"))
+
+            return jax.grad(f, argnums=(0, 1))(a, b)
 
         c = ops.conv_cost((h, w), ci, co, k, padding=pad, stride=stride)
         print(
@@ -471,6 +482,9 @@ def section_6_4() -> None:
             f"in-image MACs {in_image_macs(h, w, ci, co, k, pad, stride):,}; "
             f"XLA flops fwd {xla_flops(fwd, x, wk):,.0f} bwd {xla_flops(bwd, x, wk):,.0f}; "
             f"params {c.params}"
+        )
+        print(
+            f"  cnnjax CPU bwd (ops.conv2d, impl lax): XLA flops {xla_flops(ops_bwd, x, wk):,.0f}"
         )
         m = conv_memory(c)
         print(

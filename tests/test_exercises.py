@@ -273,6 +273,14 @@ def test_6_4(out):
         assert xf == 2 * inimg  # XLA counts the taps inside the image, a multiply-add as 2
         assert xb == 2 * xf  # input and weight gradients: the forward's work each
         assert params == 3 * 3 * 3 * 8 + 8
+    # cnnjax's own CPU gradient: lax's count at stride 1; at stride 2 its input gradient works on
+    # the explicitly dilated cotangent, which XLA counts with the inserted zeros.
+    ours = [
+        int(v.replace(",", ""))
+        for v in re.findall(r"impl lax\): XLA flops ([\d,]+)$", ex(out, "6.4.5.2"), re.M)
+    ]
+    lax_bwd = [ints(re.sub(r"\(\d+, \d+\)", "", rest).replace("bwd", " "))[4] for *_, rest in rows]
+    assert ours[:2] == lax_bwd[:2] and ours[2] > lax_bwd[2]
 
     mems = re.findall(r"^  memory \(float32 bytes\): (.*)$", ex(out, "6.4.5.2"), re.M)
     assert len(mems) == 3
