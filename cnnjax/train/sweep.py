@@ -979,7 +979,8 @@ def pareto_figure(rows: Sequence[dict[str, Any]]):
     ax.set_xlabel("parameters")
     ax.set_ylabel("validation accuracy")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing scored (every member diverged): no legend
+        ax.legend(fontsize=8)
     return fig
 
 
