@@ -185,7 +185,9 @@ def test_variants_with_equal_configs_share_a_population():
     assert final[0].config.evaluate_test and final[0].config.population.seeds == (0, 1)
 
 
-@pytest.mark.parametrize("name", ["smoke", "lenet_variants", "pooling", "lenet_mnist"])
+@pytest.mark.parametrize(
+    "name", ["smoke", "lenet_variants", "pooling", "lenet_mnist", "lenet_round2"]
+)
 def test_shipped_sweep_configs_resolve_into_groups(name):
     sweep = resolve_sweep(load_config_file(str(ROOT / "configs" / "sweeps" / f"{name}.py")))
     rows = [(v, p) for v in sweep.variants for p in sweep.points]
