@@ -313,6 +313,53 @@ def _set_dotted(config: dict[str, Any], key: str, value: Any, where: str) -> Non
     node[last] = list(value) if isinstance(value, tuple) else value
 
 
+def _checked_overrides(
+    base: dict[str, Any], overrides: Mapping[str, Any], where: str, fix: str
+) -> dict[str, Any]:
+    """``overrides`` as dotted key -> value, each a key of the training config ``base`` that the
+    protocol does not set (``fix`` ends that error message).
+
+    Raises:
+      ConfigError: a protocol key, or a key ``base`` does not have.
+    """
+    flat = _flatten(overrides)
+    scratch = json.loads(json.dumps(base))  # a deep copy of plain data, written to check keys
+    for key, value in flat.items():
+        if key.split(".")[0] in _PROTOCOL_KEYS:
+            raise ConfigError(
+                f"sweep config {where}: {key!r} is set by the sweep's protocol, {fix}"
+            )
+        _set_dotted(scratch, key, value, where)
+    return flat
+
+
+def _combine_settings(
+    combine: Mapping[str, Any], variants: Mapping[str, Any], max_params: Any
+) -> tuple[int, str, int]:
+    """``(combine.top, combine.baseline, max_params)``, checked.
+
+    Raises:
+      ConfigError: ``top`` is not 0 or an int >= 2; ``baseline`` (when the stage runs) is not a
+        variant; ``max_params`` is not an int >= 0.
+    """
+    top, baseline = combine["top"], combine["baseline"]
+    if not isinstance(top, Integral) or isinstance(top, bool) or top < 0 or top == 1:
+        raise ConfigError(
+            f"sweep config combine.top must be 0 (no combination stage) or an int >= 2 (how "
+            f"many of the best variants are combined), got {top!r}"
+        )
+    if top and baseline and baseline not in variants:
+        raise ConfigError(
+            f"sweep config combine.baseline {baseline!r} is not a variant; name one of "
+            f"{sorted(variants)} or '' (no baseline to beat)"
+        )
+    if not isinstance(max_params, Integral) or isinstance(max_params, bool) or max_params < 0:
+        raise ConfigError(
+            f"sweep config max_params must be an int >= 0 (0: no bound), got {max_params!r}"
+        )
+    return int(top), str(baseline), int(max_params)
+
+
 def resolve_sweep(config: Any) -> Sweep:
     """Checks a sweep config (see :func:`default_sweep_config`) and loads its base.
 
@@ -352,49 +399,29 @@ def resolve_sweep(config: Any) -> Sweep:
             )
         if not name or "/" in name or name.startswith("."):
             raise ConfigError(f"sweep config variants: {name!r} cannot name a directory")
-        for key in _flatten(overrides):
-            if key.split(".")[0] in _PROTOCOL_KEYS:
-                raise ConfigError(
-                    f"sweep config variants[{name!r}]: {key!r} is set by the sweep's protocol, "
-                    f"not per variant (numeric values: sweep axes; seeds: screening.seeds and "
-                    f"final.seeds; epochs: screening/final.num_epochs)"
-                )
-            value = _flatten(overrides)[key]
-            _set_dotted(json.loads(json.dumps(base)), key, value, f"variants[{name!r}]")
+        variants[name] = _checked_overrides(
+            base,
+            overrides,
+            f"variants[{name!r}]",
+            "not per variant (numeric values: sweep axes; seeds: screening.seeds and "
+            "final.seeds; epochs: screening/final.num_epochs)",
+        )
 
     axes = {a: _axis_values(a, merged["axes"][a]) for a in AXES}
     swept = {a: v for a, v in axes.items() if v}
     points = tuple(dict(zip(swept, p, strict=True)) for p in itertools.product(*swept.values()))
 
     screening, final, combine = merged["screening"], merged["final"], merged["combine"]
-    final_overrides = _flatten(final["overrides"])
-    for key, value in final_overrides.items():
-        if key.split(".")[0] in _PROTOCOL_KEYS:
-            raise ConfigError(
-                f"sweep config final.overrides: {key!r} is set by the sweep's protocol "
-                f"(final.num_epochs, final.seeds), not an override"
-            )
-        _set_dotted(json.loads(json.dumps(base)), key, value, f"final.overrides[{key!r}]")
-    top = combine["top"]
-    if not isinstance(top, Integral) or isinstance(top, bool) or top < 0 or top == 1:
-        raise ConfigError(
-            f"sweep config combine.top must be 0 (no combination stage) or an int >= 2 (how "
-            f"many of the best variants are combined), got {top!r}"
-        )
-    baseline = combine["baseline"]
-    if top and baseline and baseline not in variants:
-        raise ConfigError(
-            f"sweep config combine.baseline {baseline!r} is not a variant; name one of "
-            f"{sorted(variants)} or '' (no baseline to beat)"
-        )
-    max_params = merged["max_params"]
-    if not isinstance(max_params, Integral) or isinstance(max_params, bool) or max_params < 0:
-        raise ConfigError(
-            f"sweep config max_params must be an int >= 0 (0: no bound), got {max_params!r}"
-        )
+    final_overrides = _checked_overrides(
+        base,
+        final["overrides"],
+        "final.overrides",
+        "not an override (final.num_epochs, final.seeds)",
+    )
+    top, baseline, max_params = _combine_settings(combine, variants, merged["max_params"])
     sweep = Sweep(
         base=base,
-        variants={k: _flatten(v) for k, v in variants.items()},
+        variants=variants,
         points=points,
         screening_epochs=_positive("screening.num_epochs", screening["num_epochs"]),
         screening_seeds=_seeds("screening.seeds", screening["seeds"]),
@@ -402,9 +429,9 @@ def resolve_sweep(config: Any) -> Sweep:
         final_epochs=_positive("final.num_epochs", final["num_epochs"]),
         final_seeds=_seeds("final.seeds", final["seeds"]),
         final_overrides=final_overrides,
-        combine_top=int(top),
-        combine_baseline=str(baseline),
-        max_params=int(max_params),
+        combine_top=top,
+        combine_baseline=baseline,
+        max_params=max_params,
     )
     # Every variant's groups are resolved now, so a bad one fails before anything trains (the
     # combinations are resolved when the screening has chosen them).
