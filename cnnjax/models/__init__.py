@@ -4,6 +4,8 @@
 * :class:`LeNet` - LeNet-5 (6.6), configurable, on ``cnnjax.ops`` or Flax's own layers.
 * :func:`summary` - the layer table (output shapes, parameters, multiply-adds).
 * :func:`features` - every layer's activations for a batch.
+* :mod:`cnnjax.models.packing` - LeNets of different widths embedded in the widest (zero padding
+  and a gradient mask), so that one population can train them.
 """
 
 from cnnjax.models.conv2d import Conv2D
