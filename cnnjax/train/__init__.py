@@ -35,6 +35,7 @@ _EXPORTS = {
     "load_config_file": "config",
     "resolve_config": "config",
     "member_hyperparams": "config",
+    "member_model": "config",
     "make_optimizer": "optim",
     "population_map": "population",
     "resolve_strategy": "population",

@@ -32,6 +32,10 @@ Keys (defaults in :func:`default_config`):
   every member. ``momentums`` and ``weight_decays`` likewise give each member its own
   ``optimizer.momentum`` (optimizer "momentum" only) and ``optimizer.weight_decay``; empty means
   the optimizer's value for every member (:func:`member_hyperparams` gives the values per member).
+  ``channels`` and ``dense`` give each member its own widths (a sequence of ints per member, each
+  at most ``model``'s, which are then the widest member's): the members are *packed*, each
+  embedded in the model with zeros and trained with its padding masked out of the gradient, so it
+  learns what the narrower LeNet would (:mod:`cnnjax.models.packing`; :func:`member_model`).
 * ``max_loss_factor``: a member has diverged once a minibatch loss exceeds this multiple of its
   loss at initialisation (or is non-finite); 0 keeps only the non-finite test. See
   :func:`cnnjax.train.steps.train_step`.
@@ -79,6 +83,7 @@ __all__ = [
     "default_config",
     "load_config_file",
     "member_hyperparams",
+    "member_model",
     "resolve_config",
 ]
 
@@ -135,6 +140,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.population.learning_rates = ()
     c.population.momentums = ()
     c.population.weight_decays = ()
+    c.population.channels = ()
+    c.population.dense = ()
     c.population.strategy = "auto"
     c.population.freeze_diverged = True
 
@@ -219,8 +226,9 @@ def _unknown_key_message(path: str, key: str, known: list[str]) -> str:
         msg += (
             f". Members of a population share one model: they are trained by one compiled step, "
             f"so a model field such as {key!r} (which changes the computation) cannot vary per "
-            f"member. Only seeds, learning_rates, momentums and weight_decays can; train other "
-            f"variants as separate runs (cnnjax.train.sweep groups them)"
+            f"member. Only seeds, learning_rates, momentums, weight_decays and the widths "
+            f"(channels, dense) can; train other variants as separate runs (cnnjax.train.sweep "
+            f"groups them)"
         )
     return msg + f"; valid keys: {sorted(known)}"
 
@@ -352,6 +360,53 @@ def _resolve_population(c: ml_collections.ConfigDict) -> None:
         )
     pop.momentums = tuple(float(m) for m in pop.momentums)
     pop.weight_decays = tuple(float(w) for w in pop.weight_decays)
+    for key in ("channels", "dense"):
+        pop[key] = _member_widths(c, key)
+
+
+def _member_widths(c: ml_collections.ConfigDict, key: str) -> tuple[tuple[int, ...], ...]:
+    """``population.<key>`` (``channels`` or ``dense``) checked against ``model.<key>``: empty,
+    or one sequence per member, as long as the model's and nowhere wider."""
+    pop, widest = c.population, tuple(c.model[key])
+    values = pop[key]
+    if not values:
+        return ()
+    _require(
+        len(values) == pop.size,
+        f"population.{key}",
+        f"empty or of length population.size={pop.size}",
+        values,
+    )
+    out = []
+    for i, w in enumerate(values):
+        ints = isinstance(w, (tuple, list)) and all(
+            isinstance(v, Integral) and not isinstance(v, bool) for v in w
+        )
+        if not ints:
+            raise ConfigTypeError(
+                f"config.population.{key}[{i}] must be a sequence of ints (member {i}'s "
+                f"model.{key}), got {_type_name(w)}"
+            )
+        _require(
+            len(w) == len(widest) and all(1 <= v <= m for v, m in zip(w, widest, strict=False)),
+            f"population.{key}[{i}]",
+            f"{len(widest)} int(s), each in [1, model.{key}[j]] with model.{key}={widest} (the "
+            f"model is the widest member; raise it to pack wider members)",
+            w,
+        )
+        out.append(tuple(int(v) for v in w))
+    return tuple(out)
+
+
+def member_model(config: ml_collections.ConfigDict, i: int) -> dict[str, Any]:
+    """Member ``i``'s own LeNet config in a resolved ``config``: ``config.model`` with the
+    member's ``population.channels`` / ``population.dense`` where given (a packed population),
+    else ``config.model`` itself. ``LeNet.from_config`` takes it."""
+    model = config.model.to_dict()
+    for key in ("channels", "dense"):
+        if config.population[key]:
+            model[key] = tuple(config.population[key][i])
+    return model
 
 
 def member_hyperparams(config: ml_collections.ConfigDict) -> dict[str, tuple[float, ...]]:

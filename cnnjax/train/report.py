@@ -113,6 +113,12 @@ class Reporter:
                     for k, v in member_hyperparams(setup.config).items()
                     if k != "momentum" or setup.config.optimizer.name == "momentum"
                 },
+                # A packed population's members differ in widths too ("6,16").
+                **{
+                    k: [",".join(map(str, w)) for w in setup.config.population[k]]
+                    for k in ("channels", "dense")
+                    if setup.config.population[k]
+                },
             },
             metrics=(*_HPARAM_METRICS, "diverged"),
             start_epoch=start_epoch,

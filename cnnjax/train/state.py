@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from flax.training import train_state
 
 from cnnjax.models import LeNet
-from cnnjax.train.config import member_hyperparams
+from cnnjax.models.packing import pad_params, padding_mask
+from cnnjax.train.config import member_hyperparams, member_model
 from cnnjax.train.optim import make_optimizer
 
 __all__ = ["TrainState", "create_population", "member"]
@@ -28,12 +29,19 @@ class TrainState(train_state.TrainState):
     plus ``diverged``, set once a step was unhealthy, and ``max_loss``, the loss above which a
     step counts as diverged (see :func:`cnnjax.train.steps.train_step`).
 
+    ``grad_mask`` is None except in a *packed* population (members of different widths, see
+    ``population.channels`` / ``population.dense`` in :mod:`cnnjax.train.config`): then it is a
+    tree like ``params``, 1 on each member's own entries and 0 on its zero padding
+    (:func:`cnnjax.models.packing.padding_mask`), and the training step multiplies the gradient
+    by it. None adds no leaf, so an unpacked state, and its checkpoints, are as before.
+
     In a population every field but the static ones carries a leading member axis: ``step``
     (P,) int32, ``diverged`` (P,) bool, ``max_loss`` (P,) float32, parameters (P, ...).
     """
 
     diverged: jax.Array
     max_loss: jax.Array
+    grad_mask: Any = None
 
 
 def create_population(
@@ -66,7 +74,11 @@ def create_population(
       :func:`cnnjax.train.steps.train_step`).
 
     Member ``i`` equals what a population of one with seed ``seeds[i]`` and member ``i``'s
-    hyper-parameters gets, bit for bit (``jax.random`` is vmap-invariant). With
+    hyper-parameters gets, bit for bit (``jax.random`` is vmap-invariant). In a packed
+    population (``population.channels`` / ``population.dense`` given) member ``i`` is
+    initialised as its own LeNet (:func:`cnnjax.train.config.member_model`) and embedded in
+    ``model``, the widest, with zeros (:func:`cnnjax.models.packing.pad_params`); ``grad_mask``
+    then marks its own entries. ``model`` must be ``LeNet.from_config(config.model)``. With
     ``population.weight_decays`` given, the coupled L2 term of sgd/momentum/adam is in every
     member's update with its own value (``0 * params`` for a member with 0), so that all share
     one program.
@@ -96,8 +108,13 @@ def create_population(
     values = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in hparams.items()}
     dummy = jnp.zeros((1, *shape), jnp.float32)
 
-    def init_member(seed: jax.Array, values: dict[str, jax.Array]) -> TrainState:
-        params = model.init(jax.random.PRNGKey(seed), dummy)["params"]
+    packed = _packed_params(config, model, dummy)
+
+    def init_member(seed: jax.Array, values: dict[str, jax.Array], packed: Any) -> TrainState:
+        if packed is None:
+            params, mask = model.init(jax.random.PRNGKey(seed), dummy)["params"], None
+        else:
+            params, mask = packed
         member_tx = make_optimizer(config.optimizer, decays=decays, **schedule, **values)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
@@ -107,9 +124,32 @@ def create_population(
             opt_state=member_tx.init(params),
             diverged=jnp.zeros((), bool),
             max_loss=jnp.full((), jnp.inf, jnp.float32),
+            grad_mask=mask,
         )
 
-    return jax.jit(jax.vmap(init_member), out_shardings=sharding)(seeds, values)
+    return jax.jit(jax.vmap(init_member), out_shardings=sharding)(seeds, values, packed)
+
+
+def _packed_params(config: Any, model: LeNet, dummy: jax.Array) -> tuple[Any, Any] | None:
+    """Each member's own LeNet initialised from its seed and padded to ``model``, and the padding
+    masks, stacked along the member axis; None for a population of one shape."""
+    pop = config.population
+    if not (pop.channels or pop.dense):
+        return None
+    by_shape: dict[str, Any] = {}
+
+    def init(narrow: LeNet, seed: int) -> tuple[Any, Any]:
+        params = narrow.init(jax.random.PRNGKey(seed), dummy)["params"]
+        return pad_params(narrow, params, model), padding_mask(narrow, params, model)
+
+    members = []
+    for i, seed in enumerate(pop.seeds):
+        narrow = LeNet.from_config(member_model(config, i))
+        key = repr((narrow.channels, narrow.dense))
+        # One compiled initialiser per distinct member shape.
+        fn = by_shape.setdefault(key, jax.jit(lambda s, narrow=narrow: init(narrow, s)))
+        members.append(fn(jnp.uint32(seed)))
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *members)
 
 
 def member(state: TrainState, i: int) -> TrainState:

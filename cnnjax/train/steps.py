@@ -58,6 +58,12 @@ def _loss(
     return jnp.mean(cross_entropy(logits, y)), logits
 
 
+def _masked(grads: Any, mask: Any) -> Any:
+    """A packed member's gradient without its padding (``mask`` broadcasts over leading axes,
+    e.g. per-example ones); the gradient itself when there is no mask."""
+    return grads if mask is None else jax.tree.map(jnp.multiply, grads, mask)
+
+
 def _per_example_grads(
     state: TrainState, x: jax.Array, y: jax.Array
 ) -> tuple[jax.Array, jax.Array, Any, jax.Array]:
@@ -72,6 +78,7 @@ def _per_example_grads(
         )
 
     (losses, logits), grads = jax.vmap(one)(x, y)
+    grads = _masked(grads, state.grad_mask)
     norms = jax.vmap(optax.tree.norm)(grads)
     mean_grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
     return jnp.mean(losses), logits[:, 0], mean_grads, norms
@@ -97,6 +104,11 @@ def train_step(
       max_loss_factor: if > 0, the member's first step (``state.step == 0``) sets its
         divergence bound ``max_loss`` to this multiple of that step's loss, i.e. of its loss at
         initialisation on the first minibatch; 0 leaves ``state.max_loss`` as it is.
+
+    In a packed population (``state.grad_mask`` set, see
+    :class:`~cnnjax.train.state.TrainState`) the gradient is multiplied by the mask first, so a
+    member's zero padding stays zero and its own entries take the steps its narrower LeNet
+    would; every metric below is then the narrower LeNet's, up to float rounding.
 
     A step is healthy when its loss and gradient norm are finite and the loss is at most
     ``state.max_loss`` (the member's divergence bound; ``inf`` disables it). A member whose step
@@ -124,6 +136,7 @@ def train_step(
         (loss, logits), grads = jax.value_and_grad(_loss, has_aux=True)(
             state.params, state.apply_fn, x, y
         )
+        grads = _masked(grads, state.grad_mask)
     grad_norm = optax.tree.norm(grads)
     if max_loss_factor:
         bound = (max_loss_factor * loss).astype(jnp.float32)

@@ -35,8 +35,11 @@ one row per (variant, point) and stage (:data:`COLUMNS`; the test columns are em
 row that is not a finalist), and ``results.png``, validation accuracy against parameter count
 with the Pareto front marked.
 
-Not done here: packing variants of different widths into one program (padding/masking) and
-successive halving.
+**Packing** (``pack=True``): members whose configs differ only in LeNet's widths share one group
+too, each embedded in the widest network with zeros and its padding masked out of the gradient
+(:mod:`cnnjax.models.packing`); each row's ``params`` and ``macs`` are still its own network's.
+
+Not done here: successive halving.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ import numpy as np
 
 from cnnjax import ops
 from cnnjax.models import LeNet, features
-from cnnjax.train.config import load_config_file, resolve_config
+from cnnjax.models.packing import PACKABLE_FIELDS, widest
+from cnnjax.train.config import load_config_file, member_model, resolve_config
 from cnnjax.train.errors import ConfigError, DataError, RunDirError, TrainingDiverged, WriteError
 from cnnjax.train.parallel import DeviceError
 from cnnjax.train.rundir import RunDir
@@ -152,6 +156,13 @@ def default_sweep_config() -> ml_collections.ConfigDict:
       ``overrides`` (e.g. ``{"data": {"train_limit": 0}}`` to retrain on the whole split).
     * ``max_params``: the largest model (parameters) that may be combined or be a finalist;
       0 (the default) sets no bound.
+    * ``pack``: members whose configs differ only in LeNet's widths (``model.channels``,
+      ``model.dense``, as many layers) train as one packed population, each padded to the
+      widest and its padding masked out of the gradient (``population.channels`` /
+      ``population.dense``, :mod:`cnnjax.models.packing`): one compiled program instead of one
+      per width, results equal to separate groups up to float rounding. Off by default: on a
+      CPU, where members run in turn, a narrow member then costs as much as the widest
+      (BENCHMARKS.md has the trade).
     """
     c = ml_collections.ConfigDict()
     c.base = ""
@@ -172,6 +183,7 @@ def default_sweep_config() -> ml_collections.ConfigDict:
     c.combine.top = 0
     c.combine.baseline = "base"
     c.max_params = 0
+    c.pack = False
     return c
 
 
@@ -195,6 +207,7 @@ class Sweep:
     combine_top: int = 0
     combine_baseline: str = "base"
     max_params: int = 0
+    pack: bool = False
 
 
 def _unknown(path: str, key: str, known: Sequence[str], hint: str = "") -> ConfigError:
@@ -419,6 +432,8 @@ def resolve_sweep(config: Any) -> Sweep:
         "not an override (final.num_epochs, final.seeds)",
     )
     top, baseline, max_params = _combine_settings(combine, variants, merged["max_params"])
+    if not isinstance(merged["pack"], bool):
+        raise ConfigError(f"sweep config pack must be True or False, got {merged['pack']!r}")
     sweep = Sweep(
         base=base,
         variants=variants,
@@ -432,6 +447,7 @@ def resolve_sweep(config: Any) -> Sweep:
         combine_top=top,
         combine_baseline=baseline,
         max_params=max_params,
+        pack=merged["pack"],
     )
     # Every variant's groups are resolved now, so a bad one fails before anything trains (the
     # combinations are resolved when the screening has chosen them).
@@ -473,13 +489,28 @@ def _variant_config(sweep: Sweep, variant: str, point: Mapping[str, float]) -> d
     return config
 
 
-def _member_key(config: ml_collections.ConfigDict) -> str:
-    """What members of one group share: the resolved config less what a member has of its own."""
+def _member_key(config: ml_collections.ConfigDict, pack: bool) -> str:
+    """What members of one group share: the resolved config less what a member has of its own
+    (with ``pack``, of the widths only how many layers there are)."""
     shared = config.to_dict()
     del shared["population"]
     for key in AXES:
         del shared["optimizer"][key]
+    if pack:
+        for key in PACKABLE_FIELDS:
+            shared["model"][key] = len(shared["model"][key])
     return json.dumps(shared, sort_keys=True, default=str)
+
+
+def _packed(config: dict[str, Any], configs: Sequence[ml_collections.ConfigDict]) -> None:
+    """Makes the group ``config`` (a plain dict) hold ``configs``' members at their own widths:
+    the model the widest, each member's widths in ``population.channels`` / ``.dense``."""
+    models = [c.model.to_dict() for c in configs]
+    if all(m == models[0] for m in models):
+        return  # one width: an ordinary population
+    config["model"].update(widest(models))
+    for key in PACKABLE_FIELDS:
+        config["population"][key] = [list(m[key]) for m in models]
 
 
 def _resolve(config: dict[str, Any], where: str) -> ml_collections.ConfigDict:
@@ -517,7 +548,15 @@ def plan_groups(
         config["num_epochs"] = epochs
         config["evaluate_test"] = not screening
         population = config.setdefault("population", {})
-        population.update(size=1, seeds=[], learning_rates=[], momentums=[], weight_decays=[])
+        population.update(
+            size=1,
+            seeds=[],
+            learning_rates=[],
+            momentums=[],
+            weight_decays=[],
+            channels=[],
+            dense=[],
+        )
         # One member's divergence must not stop its group: the others are other experiments.
         population["freeze_diverged"] = True
         where = f"variants[{variant!r}]" + (f" at {dict(point)}" if point else "")
@@ -535,7 +574,7 @@ def plan_groups(
             )
         for seed in seeds:
             member = Member(variant, tuple(point.items()), seed)
-            by_key.setdefault(_member_key(resolved), []).append((member, resolved))
+            by_key.setdefault(_member_key(resolved, sweep.pack), []).append((member, resolved))
 
     groups = []
     for index, entries in enumerate(by_key.values()):
@@ -552,6 +591,8 @@ def plan_groups(
             weight_decays=[c.optimizer.weight_decay for c in configs],
             momentums=[c.optimizer.momentum for c in configs] if opt["name"] == "momentum" else [],
         )
+        if sweep.pack:
+            _packed(config, configs)
         name = f"g{index}-" + "+".join(names)
         groups.append(Group(name, stage, members, _resolve(config, f"group {name}")))
     return groups
@@ -684,7 +725,7 @@ def _rows_of(results: Sequence[GroupResult], stage: str) -> list[dict[str, Any]]
             else (config.optimizer.momentum if config.optimizer.name == "momentum" else ""),
             "weight_decay": config.population.weight_decays[i],
         }
-        params, macs = model_cost(config.model, r["input_shape"])
+        params, macs = model_cost(member_model(config, i), r["input_shape"])
         label = " ".join([variant, *(f"{_SHORT[a]}={v:g}" for a, v in point)])
         rows.append(
             {

@@ -22,7 +22,8 @@ from flax import traverse_util
 
 from cnnjax import data
 from cnnjax.models import LeNet
-from cnnjax.train.config import default_config, resolve_config
+from cnnjax.models.packing import unpad_params
+from cnnjax.train.config import default_config, member_model, resolve_config
 from cnnjax.train.errors import RunDirError, TrainingDiverged
 from cnnjax.train.loop import divergence, evaluate_split, profile_steps, train_epochs
 from cnnjax.train.programs import make_eval_fn
@@ -239,6 +240,9 @@ def restore_model(workdir: str | os.PathLike, member: int = 0) -> RestoredModel:
     """The model, trained parameters, preprocessing and config of one member of the run in
     ``workdir``.
 
+    A member of a packed population (``population.channels`` / ``population.dense``) comes back
+    as its own LeNet with its own parameters (:func:`cnnjax.models.packing.unpad_params`).
+
     Everything comes from the newest checkpoint (its record holds the resolved config, the input
     shape and the normalisation the run used); no statistics are recomputed.
 
@@ -270,6 +274,10 @@ def restore_model(workdir: str | os.PathLike, member: int = 0) -> RestoredModel:
         if checkpoint is None:
             raise RunDirError(f"{rundir.path} holds no checkpoint")
         params = jax.tree.map(lambda x: x[member], checkpoint.state.params)
+        if checkpoint.state.grad_mask is not None:
+            # A packed member: its own, narrower LeNet, cut out of the padded parameters.
+            wide, model = model, LeNet.from_config(member_model(config, member))
+            params = unpad_params(wide, params, model)
 
     prep, expected = shapes.preprocess, shapes.input_shape
 
