@@ -24,6 +24,8 @@ Keys (every one, with its default: :func:`cnnjax.train.sweep.default_sweep_confi
 * ``screening``: ``num_epochs`` and ``seeds`` of the screening runs (validation split only).
 * ``final``: ``top_k`` rows retrained for ``num_epochs`` with ``seeds`` (use >= 4 in a real
   sweep), then evaluated on the test set once.
+* ``pack`` (off here): variants differing only in widths (channels, dense units, as many
+  layers) share one population, each padded to the widest with its padding masked.
 """
 
 import pathlib

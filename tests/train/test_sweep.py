@@ -185,6 +185,34 @@ def test_variants_with_equal_configs_share_a_population():
     assert final[0].config.evaluate_test and final[0].config.population.seeds == (0, 1)
 
 
+def test_packed_variants_of_other_widths_train_as_one_population(smoke, tmp_path):
+    workdir, _, _ = smoke
+    config = _smoke_config()
+    config.pack = True
+    # "thin" differs from the base in widths only: packed into the base's population.
+    config.variants = {"base": {}, "thin": {"model": {"channels": (4, 8), "dense": (60, 42)}}}
+    rows = run_sweep(config, tmp_path / "packed", log=lambda _: None, until="screening")
+    assert [p.name for p in (tmp_path / "packed" / "screening").iterdir()] == ["g0-base+thin"]
+    with RunDir(tmp_path / "packed" / "screening" / "g0-base+thin", read_only=True) as run:
+        pop = run.read_config().population
+    assert pop.channels == ((6, 16),) * 4 + ((4, 8),) * 4
+    assert pop.dense == ((120, 84),) * 4 + ((60, 42),) * 4
+    by_variant = {r["variant"]: r for r in rows}
+    thin = LeNet.from_config({**LeNet.default_config(), "channels": (4, 8), "dense": (60, 42)})
+    total = summary(thin, (28, 28, 1)).splitlines()[-1].split()
+    # Each row is its own network's: its parameters, and for the base (the widest, whose mask
+    # is all ones) the accuracies of the unpacked smoke sweep's base group.
+    assert [str(by_variant["thin lr=0.05"][k]) for k in ("params", "macs")] == [
+        t.replace(",", "") for t in total[1:3]
+    ]
+    unpacked = {r["variant"]: r for r in _read_csv(workdir / "results.csv")}
+    for lr in ("0.01", "0.05"):
+        assert by_variant[f"base lr={lr}"]["val_acc_mean"] == pytest.approx(
+            float(unpacked[f"base lr={lr}"]["val_acc_mean"]), abs=1e-6
+        )
+        assert by_variant[f"base lr={lr}"]["params"] == int(unpacked[f"base lr={lr}"]["params"])
+
+
 @pytest.mark.parametrize(
     "name",
     ["smoke", "lenet_variants", "pooling", "lenet_mnist", "lenet_round2", "lenet_mnist_round2"],
@@ -345,6 +373,7 @@ def _bad_configs(tmp_path):
         ),
         "empty_variants": ("    c.variants = {}\n", "variants is empty"),
         "combine_one": ("    c.combine = {'top': 1}\n", "combine.top must be 0"),
+        "pack_not_bool": ("    c.pack = 'yes'\n", "pack must be True or False"),
         "final_protocol_key": (
             "    c.final = {'overrides': {'seed': 3}}\n",
             "final.overrides: 'seed' is set by the sweep's protocol",
