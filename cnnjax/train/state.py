@@ -21,7 +21,7 @@ from cnnjax.models.packing import pad_params, padding_mask
 from cnnjax.train.config import member_hyperparams, member_model
 from cnnjax.train.optim import make_optimizer
 
-__all__ = ["TrainState", "create_population", "member"]
+__all__ = ["PackedState", "TrainState", "create_population", "grad_mask", "member"]
 
 
 class TrainState(train_state.TrainState):
@@ -29,19 +29,32 @@ class TrainState(train_state.TrainState):
     plus ``diverged``, set once a step was unhealthy, and ``max_loss``, the loss above which a
     step counts as diverged (see :func:`cnnjax.train.steps.train_step`).
 
-    ``grad_mask`` is None except in a *packed* population (members of different widths, see
-    ``population.channels`` / ``population.dense`` in :mod:`cnnjax.train.config`): then it is a
-    tree like ``params``, 1 on each member's own entries and 0 on its zero padding
-    (:func:`cnnjax.models.packing.padding_mask`), and the training step multiplies the gradient
-    by it. None adds no leaf, so an unpacked state, and its checkpoints, are as before.
-
     In a population every field but the static ones carries a leading member axis: ``step``
     (P,) int32, ``diverged`` (P,) bool, ``max_loss`` (P,) float32, parameters (P, ...).
     """
 
     diverged: jax.Array
     max_loss: jax.Array
-    grad_mask: Any = None
+
+
+class PackedState(TrainState):
+    """The state of a *packed* population (members of different widths, see
+    ``population.channels`` / ``population.dense`` in :mod:`cnnjax.train.config`): a
+    :class:`TrainState` plus ``grad_mask``, a tree like ``params`` that is 1 on each member's own
+    entries and 0 on its zero padding (:func:`cnnjax.models.packing.padding_mask`); the training
+    step multiplies the gradient by it.
+
+    A class of its own rather than a field that is None when unpacked: Orbax records a None
+    field as a node of the checkpoint's tree, so such a field would change every run's
+    checkpoints, and those written before it existed would no longer restore.
+    """
+
+    grad_mask: Any
+
+
+def grad_mask(state: TrainState) -> Any:
+    """The ``grad_mask`` of a :class:`PackedState`; None for any other state."""
+    return state.grad_mask if isinstance(state, PackedState) else None
 
 
 def create_population(
@@ -77,8 +90,9 @@ def create_population(
     hyper-parameters gets, bit for bit (``jax.random`` is vmap-invariant). In a packed
     population (``population.channels`` / ``population.dense`` given) member ``i`` is
     initialised as its own LeNet (:func:`cnnjax.train.config.member_model`) and embedded in
-    ``model``, the widest, with zeros (:func:`cnnjax.models.packing.pad_params`); ``grad_mask``
-    then marks its own entries. ``model`` must be ``LeNet.from_config(config.model)``. With
+    ``model``, the widest, with zeros (:func:`cnnjax.models.packing.pad_params`), and the state
+    is a :class:`PackedState` whose ``grad_mask`` marks each member's own entries; ``model``
+    must be ``LeNet.from_config(config.model)``. With
     ``population.weight_decays`` given, the coupled L2 term of sgd/momentum/adam is in every
     member's update with its own value (``0 * params`` for a member with 0), so that all share
     one program.
@@ -116,7 +130,8 @@ def create_population(
         else:
             params, mask = packed
         member_tx = make_optimizer(config.optimizer, decays=decays, **schedule, **values)
-        return TrainState(
+        cls, extra = (TrainState, {}) if mask is None else (PackedState, {"grad_mask": mask})
+        return cls(
             step=jnp.zeros((), jnp.int32),
             apply_fn=model.apply,
             params=params,
@@ -124,7 +139,7 @@ def create_population(
             opt_state=member_tx.init(params),
             diverged=jnp.zeros((), bool),
             max_loss=jnp.full((), jnp.inf, jnp.float32),
-            grad_mask=mask,
+            **extra,
         )
 
     return jax.jit(jax.vmap(init_member), out_shardings=sharding)(seeds, values, packed)

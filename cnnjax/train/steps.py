@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnjax.train.state import TrainState
+from cnnjax.train.state import TrainState, grad_mask
 
 __all__ = ["REDUCTIONS", "cross_entropy", "eval_step", "reduce_steps", "train_step"]
 
@@ -78,7 +78,7 @@ def _per_example_grads(
         )
 
     (losses, logits), grads = jax.vmap(one)(x, y)
-    grads = _masked(grads, state.grad_mask)
+    grads = _masked(grads, grad_mask(state))
     norms = jax.vmap(optax.tree.norm)(grads)
     mean_grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
     return jnp.mean(losses), logits[:, 0], mean_grads, norms
@@ -105,10 +105,10 @@ def train_step(
         divergence bound ``max_loss`` to this multiple of that step's loss, i.e. of its loss at
         initialisation on the first minibatch; 0 leaves ``state.max_loss`` as it is.
 
-    In a packed population (``state.grad_mask`` set, see
-    :class:`~cnnjax.train.state.TrainState`) the gradient is multiplied by the mask first, so a
-    member's zero padding stays zero and its own entries take the steps its narrower LeNet
-    would; every metric below is then the narrower LeNet's, up to float rounding.
+    In a packed population (a :class:`~cnnjax.train.state.PackedState`) the gradient is
+    multiplied by its ``grad_mask`` first, so a member's zero padding stays zero and its own
+    entries take the steps its narrower LeNet would; every metric below is then the narrower
+    LeNet's, up to float rounding.
 
     A step is healthy when its loss and gradient norm are finite and the loss is at most
     ``state.max_loss`` (the member's divergence bound; ``inf`` disables it). A member whose step
@@ -136,7 +136,7 @@ def train_step(
         (loss, logits), grads = jax.value_and_grad(_loss, has_aux=True)(
             state.params, state.apply_fn, x, y
         )
-        grads = _masked(grads, state.grad_mask)
+        grads = _masked(grads, grad_mask(state))
     grad_norm = optax.tree.norm(grads)
     if max_loss_factor:
         bound = (max_loss_factor * loss).astype(jnp.float32)

@@ -31,7 +31,7 @@ from cnnjax.train.report import Reporter
 from cnnjax.train.rundir import RunDir
 from cnnjax.train.runfiles import CheckpointMeta, EpochRecord, Identity, Summary, to_json
 from cnnjax.train.setup import Setup, device_name, make_run_mesh, set_up
-from cnnjax.train.state import TrainState, create_population
+from cnnjax.train.state import PackedState, TrainState, create_population
 
 __all__ = ["RestoredModel", "restore_model", "train_and_evaluate"]
 
@@ -274,7 +274,7 @@ def restore_model(workdir: str | os.PathLike, member: int = 0) -> RestoredModel:
         if checkpoint is None:
             raise RunDirError(f"{rundir.path} holds no checkpoint")
         params = jax.tree.map(lambda x: x[member], checkpoint.state.params)
-        if checkpoint.state.grad_mask is not None:
+        if isinstance(checkpoint.state, PackedState):
             # A packed member: its own, narrower LeNet, cut out of the padded parameters.
             wide, model = model, LeNet.from_config(member_model(config, member))
             params = unpad_params(wide, params, model)

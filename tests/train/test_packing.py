@@ -1,6 +1,8 @@
 """A packed population (members of different widths in one compiled step) trains each member as
 its own, narrower LeNet would be trained alone: real runs compared member by member."""
 
+import dataclasses
+
 import chex
 import jax
 import numpy as np
@@ -10,11 +12,13 @@ from cnnjax.models import LeNet
 from cnnjax.train import (
     ConfigError,
     RunDir,
+    TrainState,
     create_population,
     resolve_config,
     restore_model,
     train_and_evaluate,
 )
+from cnnjax.train.state import PackedState
 from tests.train.tiny import tiny_config
 
 # (channels, dense, seed, weight decay) of each member; the model, (6, 16) (40, 84), is wider
@@ -92,13 +96,18 @@ def test_a_packed_population_trains_each_member_as_its_own_network(tmp_path, opt
     assert min(float(np.asarray(m).min()) for m in jax.tree.leaves(state.grad_mask)) == 0.0
 
 
-def test_an_unpacked_state_has_no_mask_leaf():
-    # Without per-member widths the state's tree is what it was before packing existed, so older
-    # run directories' checkpoints still restore.
+def test_an_unpacked_state_is_as_before_and_older_checkpoints_restore(tmp_path):
+    # Without per-member widths the state is a plain TrainState: its checkpoint tree is what it
+    # was before packing existed. Orbax records even a None field, so a mask field that is None
+    # when unpacked would make every older run directory unreadable.
     config = resolve_config(tiny_config())
     state = create_population(config, LeNet.from_config(config.model), (28, 28, 1))
-    assert state.grad_mask is None
-    assert len(jax.tree.leaves(state)) == len(jax.tree.leaves(state.replace(grad_mask=None)))
+    assert type(state) is TrainState and not hasattr(state, "grad_mask")
+    fields = {f.name for f in dataclasses.fields(TrainState)}
+    assert fields == {"step", "apply_fn", "params", "tx", "opt_state", "diverged", "max_loss"}
+    packed = resolve_config(_packed("momentum"))
+    state = create_population(packed, LeNet.from_config(packed.model), (28, 28, 1))
+    assert type(state) is PackedState
 
 
 @pytest.mark.parametrize(
