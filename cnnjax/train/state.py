@@ -20,7 +20,7 @@ from cnnjax.models import LeNet
 from cnnjax.train.config import member_hyperparams
 from cnnjax.train.optim import make_optimizer
 
-__all__ = ["TrainState", "create_population", "member"]
+__all__ = ["HalvingState", "TrainState", "create_population", "member", "stopped_flags"]
 
 
 class TrainState(train_state.TrainState):
@@ -34,6 +34,24 @@ class TrainState(train_state.TrainState):
 
     diverged: jax.Array
     max_loss: jax.Array
+
+
+class HalvingState(TrainState):
+    """The state of a run with successive halving (``population.halving.rungs``): a
+    :class:`TrainState` plus ``stopped`` (P,) bool, the members stopped at a rung, whose state
+    no step changes any more (see :func:`cnnjax.train.steps.train_step`).
+
+    A class of its own rather than a field that is None without halving: Orbax records a None
+    field as a node of the checkpoint's tree, so such a field would change the checkpoints of
+    every run, and those written before it existed would no longer restore.
+    """
+
+    stopped: jax.Array
+
+
+def stopped_flags(state: TrainState) -> jax.Array | None:
+    """The ``stopped`` flags of a :class:`HalvingState`; None for a state without halving."""
+    return state.stopped if isinstance(state, HalvingState) else None
 
 
 def create_population(
@@ -63,7 +81,8 @@ def create_population(
       so are ``"momentum"`` and ``"weight_decay"`` where the optimizer has them),
       ``step`` (P,) int32 zeros, ``diverged`` (P,) False and ``max_loss`` (P,) inf (the
       training step sets the divergence bound from the first step's loss; see
-      :func:`cnnjax.train.steps.train_step`).
+      :func:`cnnjax.train.steps.train_step`). With ``population.halving.rungs`` it is a
+      :class:`HalvingState` whose ``stopped`` is (P,) False.
 
     Member ``i`` equals what a population of one with seed ``seeds[i]`` and member ``i``'s
     hyper-parameters gets, bit for bit (``jax.random`` is vmap-invariant). With
@@ -96,10 +115,15 @@ def create_population(
     values = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in hparams.items()}
     dummy = jnp.zeros((1, *shape), jnp.float32)
 
+    halving = bool(config.population.halving.rungs)
+
     def init_member(seed: jax.Array, values: dict[str, jax.Array]) -> TrainState:
         params = model.init(jax.random.PRNGKey(seed), dummy)["params"]
         member_tx = make_optimizer(config.optimizer, decays=decays, **schedule, **values)
-        return TrainState(
+        cls, stops = (
+            (HalvingState, {"stopped": jnp.zeros((), bool)}) if halving else (TrainState, {})
+        )
+        return cls(
             step=jnp.zeros((), jnp.int32),
             apply_fn=model.apply,
             params=params,
@@ -107,6 +131,7 @@ def create_population(
             opt_state=member_tx.init(params),
             diverged=jnp.zeros((), bool),
             max_loss=jnp.full((), jnp.inf, jnp.float32),
+            **stops,
         )
 
     return jax.jit(jax.vmap(init_member), out_shardings=sharding)(seeds, values)
