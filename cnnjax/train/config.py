@@ -36,9 +36,9 @@ Keys (defaults in :func:`default_config`):
   equal per-member hyper-parameters are seeds of one *point*; after the evaluation of each epoch
   in ``rungs`` (strictly increasing, each in ``[1, num_epochs)``), the still-active points are
   ranked by their members' mean evaluation accuracy and only the best
-  ``max(1, ceil(keep * active))`` continue; the others' members stop (frozen, their steps
-  skipped). ``keep`` is in (0, 1), default 0.5; empty ``rungs`` (the default) is off. See
-  :func:`cnnjax.train.loop.halving`.
+  ``max(1, ceil(keep * active))`` continue; the others' members stop (frozen; under strategy
+  "map" their steps are skipped, under "vmap" computed and discarded). ``keep`` is in (0, 1),
+  default 0.5; empty ``rungs`` (the default) is off. See :func:`cnnjax.train.loop.halving`.
 * ``max_loss_factor``: a member has diverged once a minibatch loss exceeds this multiple of its
   loss at initialisation (or is non-finite); 0 keeps only the non-finite test. See
   :func:`cnnjax.train.steps.train_step`.

@@ -8,7 +8,9 @@ and for benchmarks that compare the two. Both use the same step, so they train i
 
 All three compiled functions work on a population (leading member axis P, see
 :mod:`cnnjax.train.state`) through :func:`cnnjax.train.population.population_map`; the train state
-argument is donated, so its buffers are reused for the result and must not be used again.
+argument is donated, so its buffers are reused for the result and must not be used again. With
+successive halving (a :class:`~cnnjax.train.state.HalvingState`), a stopped member's step is
+skipped under ``"map"`` (see :func:`_unless_stopped`).
 
 Given a ``mesh`` (:func:`cnnjax.train.parallel.make_mesh`), the same programs run sharded: the
 state stays split along ``"pop"``, every gathered batch is constrained to ``P("data")`` (so each
