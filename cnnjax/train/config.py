@@ -36,6 +36,13 @@ Keys (defaults in :func:`default_config`):
   at most ``model``'s, which are then the widest member's): the members are *packed*, each
   embedded in the model with zeros and trained with its padding masked out of the gradient, so it
   learns what the narrower LeNet would (:mod:`cnnjax.models.packing`; :func:`member_model`).
+* ``population.halving.{rungs, keep}``: successive halving inside the population. Members with
+  equal per-member hyper-parameters are seeds of one *point*; after the evaluation of each epoch
+  in ``rungs`` (strictly increasing, each in ``[1, num_epochs)``), the still-active points are
+  ranked by their members' mean evaluation accuracy and only the best
+  ``max(1, ceil(keep * active))`` continue; the others' members stop (frozen; under strategy
+  "map" their steps are skipped, under "vmap" computed and discarded). ``keep`` is in (0, 1),
+  default 0.5; empty ``rungs`` (the default) is off. See :func:`cnnjax.train.loop.halving`.
 * ``max_loss_factor``: a member has diverged once a minibatch loss exceeds this multiple of its
   loss at initialisation (or is non-finite); 0 keeps only the non-finite test. See
   :func:`cnnjax.train.steps.train_step`.
@@ -144,6 +151,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.population.dense = ()
     c.population.strategy = "auto"
     c.population.freeze_diverged = True
+    c.population.halving = ml_collections.ConfigDict()
+    c.population.halving.rungs = ()
+    c.population.halving.keep = 0.5
 
     c.max_loss_factor = 10.0
 
@@ -545,4 +555,34 @@ def resolve_config(config: Any) -> ml_collections.ConfigDict:
         raise kind(f"config.model: {e}") from e
 
     _resolve_population(c)
+    _check_halving(c)
     return c
+
+
+def _check_halving(c: ml_collections.ConfigDict) -> None:
+    """``population.halving``: rungs strictly increasing epochs in [1, num_epochs), keep in (0, 1)
+    (see the module docstring); the rungs are stored as ints."""
+    halving = c.population.halving
+    for i, r in enumerate(halving.rungs):
+        if not isinstance(r, Integral) or isinstance(r, bool):
+            raise ConfigTypeError(
+                f"config.population.halving.rungs[{i}] must be an int (an epoch), got "
+                f"{_type_name(r)}"
+            )
+    rungs = tuple(int(r) for r in halving.rungs)
+    _require(
+        all(1 <= r < c.num_epochs for r in rungs)
+        and all(a < b for a, b in zip(rungs, rungs[1:], strict=False)),
+        "population.halving.rungs",
+        f"strictly increasing epochs in [1, num_epochs={c.num_epochs}) (after the last epoch "
+        f"nothing is left to skip), or () for no halving",
+        rungs,
+    )
+    keep = halving.keep
+    _require(
+        math.isfinite(keep) and 0 < keep < 1,
+        "population.halving.keep",
+        "in (0, 1) (the fraction of points kept at each rung)",
+        keep,
+    )
+    halving.rungs = rungs

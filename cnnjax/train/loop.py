@@ -1,16 +1,23 @@
-"""The training loop's parts: the epoch runner, the epoch record and the divergence policy.
+"""The training loop's parts: the epoch runner, the epoch record, the divergence policy and
+successive halving.
 
 :func:`train_epochs` trains a :class:`~cnnjax.train.setup.Setup`'s population epoch by epoch and
 yields each epoch's state and :class:`~cnnjax.train.runfiles.EpochRecord`; what to do with them
 (report, checkpoint, stop) is the caller's: :func:`cnnjax.train.trainer.train_and_evaluate`, a
 benchmark, a sweep. The data order of epoch ``e`` is ``fold_in(key(seed), e)``, so a loop started
 after epoch ``k`` replays an uninterrupted run exactly.
+
+With ``population.halving.rungs``, :func:`train_epochs` also applies successive halving
+(:func:`halving`) after each rung epoch's evaluation: the members of the points ranked out are
+stopped in the state it yields, so the checkpoint of that epoch holds the stops.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -19,6 +26,7 @@ import numpy as np
 
 from cnnjax import data
 from cnnjax.train import parallel
+from cnnjax.train.config import member_hyperparams
 from cnnjax.train.programs import make_batch_fn, make_eval_fn, make_train_epoch, make_train_step
 from cnnjax.train.runfiles import EpochRecord
 from cnnjax.train.setup import Setup
@@ -27,9 +35,12 @@ from cnnjax.train.steps import Metrics, reduce_steps
 
 __all__ = [
     "Divergence",
+    "Halving",
     "divergence",
     "epoch_record",
     "evaluate_split",
+    "halving",
+    "halving_line",
     "make_epoch_runner",
     "profile_steps",
     "train_epochs",
@@ -125,26 +136,148 @@ def divergence(record: EpochRecord, was_diverged: np.ndarray, *, freeze: bool) -
     return Divergence(newly, bool(newly.size) and (not freeze or bool(diverged.all())))
 
 
+def _point_keys(config: Any) -> list[tuple[tuple[str, Hashable], ...]]:
+    """Each member's *point* for successive halving: its per-member values but the seed.
+
+    Members with equal keys are seeds of one point and are ranked, kept or stopped together.
+    The one place that says what a point is (every per-member value of
+    :func:`cnnjax.train.config.member_hyperparams`: learning rate, momentum, weight decay; and
+    in a packed population the member's widths, ``population.channels`` / ``.dense``).
+    """
+    values: dict[str, Any] = dict(member_hyperparams(config))
+    for key in ("channels", "dense"):
+        if config.population[key]:
+            values[key] = tuple(config.population[key])
+    return [
+        tuple((name, per_member[i]) for name, per_member in values.items())
+        for i in range(config.population.size)
+    ]
+
+
+class Halving(NamedTuple):
+    """What :func:`halving` decided at a rung: ``stopped`` (P,) bool, every member stopped so
+    far; ``active`` the points that were still active before the rung; ``kept`` those of them
+    that continue."""
+
+    stopped: np.ndarray
+    active: int
+    kept: int
+
+
+def halving(
+    accuracy: Any, diverged: Any, stopped: Any, points: Sequence[Hashable], keep: float
+) -> Halving:
+    """The successive-halving rule at one rung.
+
+    Args:
+      accuracy: (P,) each member's evaluation accuracy after the rung epoch.
+      diverged: (P,) bool; a diverged member counts as accuracy -inf (so does a NaN accuracy),
+        which makes its point's mean -inf: a point with a diverged seed ranks below every point
+        without one.
+      stopped: (P,) bool, the members stopped at earlier rungs (their points are not active).
+      points: each member's point (:func:`_point_keys`); members of one point are its seeds.
+      keep: the fraction of active points that continue, in (0, 1).
+
+    Returns:
+      The active points ranked by their members' mean accuracy (ties: the point whose first
+      member comes first wins); the best ``max(1, ceil(keep * active))`` continue, the
+      members of the others are added to ``stopped``.
+    """
+    stopped = np.asarray(stopped, bool)
+    acc = np.asarray(accuracy, np.float64)
+    acc = np.where(np.asarray(diverged, bool) | np.isnan(acc), -np.inf, acc)
+    members: dict[Hashable, list[int]] = {}
+    for i, point in enumerate(points):
+        members.setdefault(point, []).append(i)
+    active = [p for p, idx in members.items() if not stopped[idx].any()]
+    ranked = sorted(active, key=lambda p: -np.mean(acc[members[p]]))  # stable on ties
+    # round: keep * active is a float product (0.3 * 10 = 3.0000000000000004).
+    kept = max(1, math.ceil(round(keep * len(active), 9)))
+    out = stopped.copy()
+    for point in ranked[kept:]:
+        out[members[point]] = True
+    return Halving(out, len(active), min(kept, len(active)))
+
+
+def halving_line(config: Any, record: EpochRecord) -> str | None:
+    """``"halving at epoch 2: 3 of 6 points continue"`` for a record of a rung epoch
+    (:func:`train_epochs`), else None."""
+    if record.epoch not in config.population.halving.rungs:
+        return None
+    stopped_epoch = np.asarray(record.metrics["stopped_epoch"])
+    points = _point_keys(config)
+    active = {p for p, e in zip(points, stopped_epoch, strict=True) if e in (0, record.epoch)}
+    kept = {p for p, e in zip(points, stopped_epoch, strict=True) if e == 0}
+    return f"halving at epoch {record.epoch}: {len(kept)} of {len(active)} points continue"
+
+
+def _with_stopped(state: TrainState, stopped: np.ndarray) -> TrainState:
+    """``state`` with its ``stopped`` flags set to the host's ``stopped``, placed as before
+    (built from this host's copy, so it also works when the state spans processes)."""
+    sharding = state.stopped.sharding
+    flags = jax.make_array_from_callback(stopped.shape, sharding, lambda index: stopped[index])
+    return state.replace(stopped=flags)
+
+
+def _carried(record: EpochRecord, previous: EpochRecord, stopped: np.ndarray) -> EpochRecord:
+    """``record`` with every metric but ``diverged`` of the ``stopped`` members taken from
+    ``previous``: a stopped member trained no further, so its row stays that of the epoch it
+    stopped after."""
+    if not stopped.any():
+        return record
+    metrics = dict(record.metrics)
+    for name, values in metrics.items():
+        if name != "diverged":
+            metrics[name] = np.where(stopped, np.asarray(previous.metrics[name]), values)
+    return dataclasses.replace(record, metrics=metrics)
+
+
 def train_epochs(
     setup: Setup,
     state: TrainState,
     start_epoch: int = 0,
     *,
+    previous: EpochRecord | None = None,
     bar: Any = None,
     on_compiled: Callable[[float], None] | None = None,
 ) -> Iterator[tuple[TrainState, EpochRecord]]:
     """Trains epochs ``start_epoch + 1 .. config.num_epochs`` and yields ``(state, record)``
     after each, evaluated on the validation split if there is one, else the test split.
 
+    With ``population.halving.rungs``, after a rung epoch's evaluation the points ranked out
+    (:func:`halving`) are stopped in the yielded state (:func:`halving_line` says so). Every
+    record then has ``stopped_epoch`` (P,) int: the epoch after which the member stopped, 0 for
+    one never stopped; a stopped member's other metrics (but ``diverged``) are those of that
+    epoch in every later record.
+
     Args:
       setup: the run's :class:`~cnnjax.train.setup.Setup`.
       state: the population's state after ``start_epoch`` (donated to the first epoch).
       start_epoch: the epochs already trained.
+      previous: the record of epoch ``start_epoch`` (where the stops so far are recorded);
+        needed with halving when ``start_epoch`` > 0.
       bar: see :func:`make_epoch_runner`.
       on_compiled: called with the compile time (s) once the epoch program is compiled, before
         the first epoch runs.
+
+    Raises:
+      ValueError: halving resumed (``start_epoch`` > 0) without ``previous``.
     """
     config, mesh = setup.config, setup.mesh
+    rungs = config.population.halving.rungs
+    if rungs:
+        if start_epoch and previous is None:
+            raise ValueError(
+                "train_epochs: previous (the record of epoch start_epoch) is needed to resume "
+                "a run with population.halving"
+            )
+        points = _point_keys(config)
+        size = config.population.size
+        stopped_epoch = (
+            np.zeros(size, np.int64)
+            if previous is None
+            else np.asarray(previous.metrics["stopped_epoch"]).astype(np.int64)
+        )
     evaluate = make_eval_fn(config, strategy=setup.strategy, mesh=mesh)
     # Read on the host from a replicated copy (a sharded state may span processes).
     diverged_now = jax.jit(lambda s: s.diverged, out_shardings=parallel.replicated(mesh))
@@ -160,7 +293,23 @@ def train_epochs(
         metrics = jax.device_get(metrics)
         seconds = time.perf_counter() - start
         evaluated = evaluate_split(evaluate, state, setup.eval_data, setup.eval_split)
-        yield state, epoch_record(epoch, seconds, metrics, evaluated, diverged_now(state))
+        record = epoch_record(epoch, seconds, metrics, evaluated, diverged_now(state))
+        if rungs:
+            record = _carried(record, previous, stopped_epoch > 0)
+            if epoch in rungs:
+                verdict = halving(
+                    record.metrics[f"{setup.eval_split}_accuracy"],
+                    record.metrics["diverged"],
+                    stopped_epoch > 0,
+                    points,
+                    config.population.halving.keep,
+                )
+                newly = verdict.stopped & (stopped_epoch == 0)
+                stopped_epoch = np.where(newly, epoch, stopped_epoch)
+                state = _with_stopped(state, verdict.stopped)
+            metrics = {**record.metrics, "stopped_epoch": stopped_epoch.copy()}
+            previous = record = dataclasses.replace(record, metrics=metrics)
+        yield state, record
 
 
 def profile_steps(setup: Setup, state: TrainState, logdir: str, num_steps: int) -> None:

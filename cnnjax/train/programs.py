@@ -8,7 +8,9 @@ and for benchmarks that compare the two. Both use the same step, so they train i
 
 All three compiled functions work on a population (leading member axis P, see
 :mod:`cnnjax.train.state`) through :func:`cnnjax.train.population.population_map`; the train state
-argument is donated, so its buffers are reused for the result and must not be used again.
+argument is donated, so its buffers are reused for the result and must not be used again. With
+successive halving (a :class:`~cnnjax.train.state.HalvingState`), a stopped member's step is
+skipped under ``"map"`` (see :func:`_unless_stopped`).
 
 Given a ``mesh`` (:func:`cnnjax.train.parallel.make_mesh`), the same programs run sharded: the
 state stays split along ``"pop"``, every gathered batch is constrained to ``P("data")`` (so each
@@ -28,9 +30,9 @@ from jax.sharding import Mesh
 
 from cnnjax import data
 from cnnjax.train import parallel
-from cnnjax.train.population import population_map
-from cnnjax.train.state import TrainState
-from cnnjax.train.steps import Metrics, eval_step, reduce_steps, train_step
+from cnnjax.train.population import population_map, resolve_strategy
+from cnnjax.train.state import TrainState, stopped_flags
+from cnnjax.train.steps import Metrics, eval_step, reduce_steps, skipped_metrics, train_step
 
 __all__ = ["make_batch_fn", "make_eval_fn", "make_train_epoch", "make_train_step"]
 
@@ -49,12 +51,39 @@ def _population_step(
         freeze_diverged=config.population.freeze_diverged,
         max_loss_factor=config.max_loss_factor,
     )
-    mapped = population_map(step, _strategy(config, strategy, mesh))
+    strategy = resolve_strategy(_strategy(config, strategy, mesh))
+    mapped = population_map(_unless_stopped(step) if strategy == "map" else step, strategy)
 
     def sharded(state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
         return mapped(state, _on_data_axis(batch, mesh))
 
     return sharded
+
+
+def _unless_stopped(step: Callable[..., tuple[TrainState, Metrics]]):
+    """``step`` for one member, not computed for a member stopped by successive halving.
+
+    A ``lax.cond`` on the member's ``stopped`` flag returns its state unchanged and
+    :func:`~cnnjax.train.steps.skipped_metrics`, exactly what ``step`` itself gives it (see
+    :func:`~cnnjax.train.steps.train_step`). For the ``"map"`` strategy only, where the flag is
+    a scalar and only the taken branch runs: a stopped member costs no training compute. Under
+    ``"vmap"`` the batched flag would make the cond a select of both branches, which saves
+    nothing and, as a second select on the new state, changes how XLA compiles (and rounds) the
+    members that still train; there ``train_step``'s own ``jnp.where`` freezes the stopped ones.
+    Without halving (a plain :class:`~cnnjax.train.state.TrainState`) it is ``step`` itself.
+    """
+
+    def member_step(state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        if stopped_flags(state) is None:
+            return step(state, batch)
+        like = jax.eval_shape(step, state, batch)[1]
+
+        def skip(state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+            return state, skipped_metrics(state, like)
+
+        return jax.lax.cond(state.stopped, skip, step, state, batch)
+
+    return member_step
 
 
 def _on_data_axis(batch: Any, mesh: Mesh | None) -> Any:

@@ -70,10 +70,13 @@ def to_json(value: Any) -> Any:
 
 def per_member(values: Iterable[Any]) -> np.ndarray:
     """A (P,) array from JSON per-member values: ``None`` (a non-finite value) becomes NaN,
-    booleans stay booleans."""
+    booleans stay booleans and ints (e.g. ``stopped_epoch``; a float metric is written with a
+    point, ``1.0``) stay ints."""
     values = list(values)
     if values and all(isinstance(v, bool) for v in values):
         return np.asarray(values, bool)
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, np.int64)
     return np.asarray([np.nan if v is None else v for v in values], np.float64)
 
 
@@ -123,7 +126,9 @@ class EpochRecord:
       seconds: wall time of the epoch's training.
       metrics: per-member values by name, each a (P,) array: ``train_loss``, ``train_accuracy``,
         ``<split>_loss`` and ``<split>_accuracy`` of the evaluated split (``val`` or ``test``),
-        the other training metrics of :data:`cnnjax.train.steps.REDUCTIONS` and ``diverged``.
+        the other training metrics of :data:`cnnjax.train.steps.REDUCTIONS` and ``diverged``;
+        with successive halving also ``stopped_epoch`` (int; see
+        :func:`cnnjax.train.loop.train_epochs`).
     """
 
     epoch: int
@@ -276,7 +281,9 @@ class RunInfo:
 # ``summary.json`` and what ``train_and_evaluate`` returns: a dict with the final per-member
 # metrics as (P,) arrays (``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``,
 # ``val_*`` with a validation split, ``diverged`` and the other training metrics of the last
-# epoch), ``epochs``, ``diverged_epoch`` (per member: the epoch it diverged in, or None),
+# epoch; with successive halving ``stopped_epoch``, per member the epoch its final metrics are
+# from, 0 if it was never stopped), ``epochs``, ``diverged_epoch`` (per member: the epoch it
+# diverged in, or None),
 # ``best_member`` (:func:`best_member` on the test accuracy, or on the validation accuracy with
 # ``evaluate_test=False``, which leaves the test metrics out; None if all diverged),
 # ``examples_per_second``, ``compile_seconds``, ``train_seconds``, ``first_step_seconds``,

@@ -21,7 +21,16 @@ from cnnjax.models.packing import pad_params, padding_mask
 from cnnjax.train.config import member_hyperparams, member_model
 from cnnjax.train.optim import make_optimizer
 
-__all__ = ["PackedState", "TrainState", "create_population", "grad_mask", "member"]
+__all__ = [
+    "HalvingState",
+    "PackedHalvingState",
+    "PackedState",
+    "TrainState",
+    "create_population",
+    "grad_mask",
+    "member",
+    "stopped_flags",
+]
 
 
 class TrainState(train_state.TrainState):
@@ -57,6 +66,48 @@ def grad_mask(state: TrainState) -> Any:
     return state.grad_mask if isinstance(state, PackedState) else None
 
 
+class HalvingState(TrainState):
+    """The state of a run with successive halving (``population.halving.rungs``): a
+    :class:`TrainState` plus ``stopped`` (P,) bool, the members stopped at a rung, whose state
+    no step changes any more (see :func:`cnnjax.train.steps.train_step`).
+
+    A class of its own rather than a field that is None without halving: Orbax records a None
+    field as a node of the checkpoint's tree, so such a field would change the checkpoints of
+    every run, and those written before it existed would no longer restore.
+    """
+
+    stopped: jax.Array
+
+
+def stopped_flags(state: TrainState) -> jax.Array | None:
+    """The ``stopped`` flags of a :class:`HalvingState`; None for a state without halving."""
+    return state.stopped if isinstance(state, (HalvingState, PackedHalvingState)) else None
+
+
+class PackedHalvingState(PackedState):
+    """A packed population with successive halving: :class:`PackedState`'s ``grad_mask`` and
+    :class:`HalvingState`'s ``stopped``."""
+
+    stopped: jax.Array
+
+
+def _state_class(mask: Any, halving: bool) -> tuple[type, dict[str, Any]]:
+    """The state class for a member and its extra fields: each feature adds its field only when
+    it is on, so the checkpoints of runs without it keep their tree."""
+    extra: dict[str, Any] = {}
+    if mask is not None:
+        extra["grad_mask"] = mask
+    if halving:
+        extra["stopped"] = jnp.zeros((), bool)
+    classes = {
+        (False, False): TrainState,
+        (True, False): PackedState,
+        (False, True): HalvingState,
+        (True, True): PackedHalvingState,
+    }
+    return classes[mask is not None, halving], extra
+
+
 def create_population(
     config: Any,
     model: LeNet,
@@ -84,7 +135,8 @@ def create_population(
       so are ``"momentum"`` and ``"weight_decay"`` where the optimizer has them),
       ``step`` (P,) int32 zeros, ``diverged`` (P,) False and ``max_loss`` (P,) inf (the
       training step sets the divergence bound from the first step's loss; see
-      :func:`cnnjax.train.steps.train_step`).
+      :func:`cnnjax.train.steps.train_step`). With ``population.halving.rungs`` it is a
+      :class:`HalvingState` whose ``stopped`` is (P,) False.
 
     Member ``i`` equals what a population of one with seed ``seeds[i]`` and member ``i``'s
     hyper-parameters gets, bit for bit (``jax.random`` is vmap-invariant). In a packed
@@ -123,6 +175,7 @@ def create_population(
     dummy = jnp.zeros((1, *shape), jnp.float32)
 
     packed = _packed_params(config, model, dummy)
+    halving = bool(config.population.halving.rungs)
 
     def init_member(seed: jax.Array, values: dict[str, jax.Array], packed: Any) -> TrainState:
         if packed is None:
@@ -130,7 +183,7 @@ def create_population(
         else:
             params, mask = packed
         member_tx = make_optimizer(config.optimizer, decays=decays, **schedule, **values)
-        cls, extra = (TrainState, {}) if mask is None else (PackedState, {"grad_mask": mask})
+        cls, extra = _state_class(mask, halving)
         return cls(
             step=jnp.zeros((), jnp.int32),
             apply_fn=model.apply,

@@ -15,9 +15,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnjax.train.state import TrainState, grad_mask
+from cnnjax.train.state import TrainState, grad_mask, stopped_flags
 
-__all__ = ["REDUCTIONS", "cross_entropy", "eval_step", "reduce_steps", "train_step"]
+__all__ = [
+    "REDUCTIONS",
+    "cross_entropy",
+    "eval_step",
+    "reduce_steps",
+    "skipped_metrics",
+    "train_step",
+]
 
 Batch = tuple[jax.Array, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -110,6 +117,12 @@ def train_step(
     entries take the steps its narrower LeNet would; every metric below is then the narrower
     LeNet's, up to float rounding.
 
+    A member whose ``state.stopped`` is set (successive halving, see
+    :class:`~cnnjax.train.state.HalvingState`) takes no step: its whole state comes back unchanged
+    (``jnp.where`` on the flag, exact under every population strategy) and its metrics are
+    :func:`skipped_metrics`. This still computes the step; skipping the computation is the
+    caller's (:mod:`cnnjax.train.programs` wraps this step in a ``lax.cond``).
+
     A step is healthy when its loss and gradient norm are finite and the loss is at most
     ``state.max_loss`` (the member's divergence bound; ``inf`` disables it). A member whose step
     is not healthy is marked ``diverged`` for good.
@@ -127,6 +140,7 @@ def train_step(
       ``example_grad_norm_mean`` / ``example_grad_norm_max``.
     """
     x, y = batch
+    stopped = stopped_flags(state)  # None without successive halving
     metrics: Metrics = {}
     if per_example_grads:
         loss, logits, grads, norms = _per_example_grads(state, x, y)
@@ -140,13 +154,22 @@ def train_step(
     grad_norm = optax.tree.norm(grads)
     if max_loss_factor:
         bound = (max_loss_factor * loss).astype(jnp.float32)
-        state = state.replace(max_loss=jnp.where(state.step == 0, bound, state.max_loss))
+        first = state.step == 0 if stopped is None else (state.step == 0) & ~stopped
+        state = state.replace(max_loss=jnp.where(first, bound, state.max_loss))
     # NaN compares False, so a NaN loss fails the bound test as well as the finite one.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (loss <= state.max_loss)
+    if stopped is not None:
+        finite = finite | stopped  # a step not taken cannot diverge
     new_state = state.apply_gradients(grads=grads)
     diverged = state.diverged | ~finite
-    if freeze_diverged:
-        new_state = jax.tree.map(lambda old, new: jnp.where(diverged, old, new), state, new_state)
+    # One select for both reasons to keep the old state: a second one on the new state changes
+    # how XLA compiles the update (float rounding), and a survivor must train exactly as it
+    # would without halving.
+    frozen = diverged if freeze_diverged else None
+    if stopped is not None:
+        frozen = stopped if frozen is None else frozen | stopped
+    if frozen is not None:
+        new_state = jax.tree.map(lambda old, new: jnp.where(frozen, old, new), state, new_state)
     new_state = new_state.replace(diverged=diverged)
     metrics.update(
         loss=loss,
@@ -156,7 +179,27 @@ def train_step(
         param_norm=optax.tree.norm(new_state.params),
         finite=finite,
     )
+    if stopped is not None:
+        skipped = skipped_metrics(state, metrics)
+        metrics = jax.tree.map(lambda s, m: jnp.where(stopped, s, m), skipped, metrics)
     return new_state, metrics
+
+
+def skipped_metrics(state: TrainState, like: Metrics) -> Metrics:
+    """What :func:`train_step` reports for a stopped member's step, which is not taken.
+
+    Args:
+      state: the member's (frozen) state, no member axis.
+      like: the step's metrics, or their ``jax.ShapeDtypeStruct``s: the names, shapes and dtypes
+        to fill.
+
+    Returns:
+      ``like``'s names: ``finite`` True (a step not taken cannot diverge), ``update_norm`` 0,
+      ``param_norm`` the frozen parameters' norm, and NaN for what was not measured (loss,
+      accuracy, gradient norms).
+    """
+    known = {"finite": True, "update_norm": 0.0, "param_norm": optax.tree.norm(state.params)}
+    return {k: jnp.full(v.shape, known.get(k, jnp.nan), v.dtype) for k, v in like.items()}
 
 
 def eval_step(state: TrainState, batch: tuple[jax.Array, jax.Array, jax.Array]) -> Metrics:

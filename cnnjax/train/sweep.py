@@ -30,6 +30,15 @@ one compiled step. Groups of different shapes run one after another. Rerunning t
 resumes: a group whose ``summary.json`` holds its last epoch is read back, not retrained; an
 unfinished one resumes from its checkpoint.
 
+**Successive halving** (optional, ``screening.halving.rungs``): the screening and combination
+groups train with ``population.halving`` (:func:`cnnjax.train.loop.halving`): after each rung
+epoch the numeric points of a group (its rows; rows of variants with equal configs share a
+point) are ranked by mean validation accuracy and the members of all but the best
+``max(1, ceil(keep * active))`` stop, so the budget goes to the promising points. It ranks
+within each group, never across groups (a group of one point never stops). A stopped row's
+accuracy is from fewer epochs (its ``epochs`` column), so it is not comparable: it is never a
+finalist or a combination winner. The final stage never halves.
+
 **Records** (written atomically, from this module only): ``results.csv`` and ``results.md`` with
 one row per (variant, point) and stage (:data:`COLUMNS`; the test columns are empty for every
 row that is not a finalist), and ``results.png``, validation accuracy against parameter count
@@ -38,8 +47,6 @@ with the Pareto front marked.
 **Packing** (``pack=True``): members whose configs differ only in LeNet's widths share one group
 too, each embedded in the widest network with zeros and its padding masked out of the gradient
 (:mod:`cnnjax.models.packing`); each row's ``params`` and ``macs`` are still its own network's.
-
-Not done here: successive halving.
 """
 
 from __future__ import annotations
@@ -99,7 +106,9 @@ AXES = {
 
 # The columns of results.csv / results.md, in order. ``variant`` is the structure and the swept
 # values ("narrow lr=0.05"); ``params`` and ``macs`` (forward multiply-adds per example) come from
-# :func:`model_cost`; ``seeds`` counts the row's members, ``diverged`` those that diverged;
+# :func:`model_cost`; ``seeds`` counts the row's members, ``epochs`` the epochs they trained
+# (fewer than the stage's when successive halving stopped the row; empty when unknown, i.e.
+# every member diverged), ``diverged`` those that diverged;
 # accuracies are mean and (population) std over the row's members, empty when none has one (the
 # test columns always, except for finalists); ``examples_per_s`` is the group's training
 # throughput per member (examples·models/s over its size); ``group`` the run directory's name.
@@ -113,6 +122,7 @@ COLUMNS = (
     "params",
     "macs",
     "seeds",
+    "epochs",
     "diverged",
     "val_acc_mean",
     "val_acc_std",
@@ -146,6 +156,10 @@ def default_sweep_config() -> ml_collections.ConfigDict:
       a grid of ``num`` values from ``start`` to ``stop``; ``()`` (the default) keeps the
       variant's ``optimizer`` value. The rows are the product of the axes.
     * ``screening.{num_epochs, seeds}``: the screening runs (validation split only).
+      ``screening.halving.{rungs, keep}``: successive halving in the screening and combination
+      groups (``population.halving`` of :mod:`cnnjax.train.config`: rungs are epochs in
+      ``[1, screening.num_epochs)``, strictly increasing; ``keep`` in (0, 1)); ``()`` (the
+      default) is off. See the module docstring.
     * ``combine.top``: how many of the screening's best variants (each by its best row, only
       those beating ``combine.baseline``'s best row) are combined in the combination stage; 0
       (the default) skips the stage. ``combine.baseline``: the variant they must beat (default
@@ -174,6 +188,9 @@ def default_sweep_config() -> ml_collections.ConfigDict:
     c.screening = ml_collections.ConfigDict()
     c.screening.num_epochs = 1
     c.screening.seeds = (0,)
+    c.screening.halving = ml_collections.ConfigDict()
+    c.screening.halving.rungs = ()
+    c.screening.halving.keep = 0.5
     c.final = ml_collections.ConfigDict()
     c.final.top_k = 1
     c.final.num_epochs = 1
@@ -208,6 +225,8 @@ class Sweep:
     combine_baseline: str = "base"
     max_params: int = 0
     pack: bool = False
+    halving_rungs: tuple[int, ...] = ()
+    halving_keep: float = 0.5
 
 
 def _unknown(path: str, key: str, known: Sequence[str], hint: str = "") -> ConfigError:
@@ -373,6 +392,34 @@ def _combine_settings(
     return int(top), str(baseline), int(max_params)
 
 
+def _halving_settings(screening: Mapping[str, Any]) -> tuple[tuple[int, ...], float]:
+    """``(screening.halving.rungs, screening.halving.keep)``, checked.
+
+    Raises:
+      ConfigError: a rung that is not an int in ``[1, screening.num_epochs)``, rungs not
+        strictly increasing, or ``keep`` not a number in (0, 1).
+    """
+    halving = {**default_sweep_config().screening.halving.to_dict(), **screening["halving"]}
+    rungs, keep, epochs = halving["rungs"], halving["keep"], screening["num_epochs"]
+    where = "sweep config screening.halving"
+    if not isinstance(rungs, (tuple, list)) or not all(
+        isinstance(r, Integral) and not isinstance(r, bool) for r in rungs
+    ):
+        raise ConfigError(f"{where}.rungs must be a tuple of epochs (ints), got {rungs!r}")
+    ok = all(1 <= r < epochs for r in rungs) and all(a < b for a, b in itertools.pairwise(rungs))
+    if not ok:
+        raise ConfigError(
+            f"{where}.rungs must be strictly increasing epochs in [1, screening.num_epochs="
+            f"{epochs}), or () for no halving, got {tuple(rungs)!r}"
+        )
+    if not isinstance(keep, Real) or isinstance(keep, bool) or not 0 < keep < 1:
+        raise ConfigError(
+            f"{where}.keep must be in (0, 1) (the fraction of points kept at each rung), "
+            f"got {keep!r}"
+        )
+    return tuple(int(r) for r in rungs), float(keep)
+
+
 def resolve_sweep(config: Any) -> Sweep:
     """Checks a sweep config (see :func:`default_sweep_config`) and loads its base.
 
@@ -434,11 +481,13 @@ def resolve_sweep(config: Any) -> Sweep:
     top, baseline, max_params = _combine_settings(combine, variants, merged["max_params"])
     if not isinstance(merged["pack"], bool):
         raise ConfigError(f"sweep config pack must be True or False, got {merged['pack']!r}")
+    screening_epochs = _positive("screening.num_epochs", screening["num_epochs"])
+    rungs, keep = _halving_settings({**screening, "num_epochs": screening_epochs})
     sweep = Sweep(
         base=base,
         variants=variants,
         points=points,
-        screening_epochs=_positive("screening.num_epochs", screening["num_epochs"]),
+        screening_epochs=screening_epochs,
         screening_seeds=_seeds("screening.seeds", screening["seeds"]),
         top_k=_positive("final.top_k", final["top_k"]),
         final_epochs=_positive("final.num_epochs", final["num_epochs"]),
@@ -448,6 +497,8 @@ def resolve_sweep(config: Any) -> Sweep:
         combine_baseline=baseline,
         max_params=max_params,
         pack=merged["pack"],
+        halving_rungs=rungs,
+        halving_keep=keep,
     )
     # Every variant's groups are resolved now, so a bad one fails before anything trains (the
     # combinations are resolved when the screening has chosen them).
@@ -559,6 +610,12 @@ def plan_groups(
         )
         # One member's divergence must not stop its group: the others are other experiments.
         population["freeze_diverged"] = True
+        # Halving screens; a finalist trains its whole budget.
+        population["halving"] = (
+            {"rungs": list(sweep.halving_rungs), "keep": sweep.halving_keep}
+            if screening
+            else {"rungs": []}
+        )
         where = f"variants[{variant!r}]" + (f" at {dict(point)}" if point else "")
         resolved = _resolve(config, where)
         if "momentum" in point and resolved.optimizer.name != "momentum":
@@ -688,7 +745,9 @@ def _rows_of(results: Sequence[GroupResult], stage: str) -> list[dict[str, Any]]
 
     A member that diverged (frozen, see ``population.freeze_diverged``) counts with the accuracy
     of its frozen state and in ``diverged``; a group whose members all diverged has no summary,
-    its rows no accuracy (and are never finalists)."""
+    its rows no accuracy (and are never finalists). ``epochs`` is the epochs the row's members
+    trained: the group's, or fewer for a row successive halving stopped (its members' summary
+    ``stopped_epoch``; they stop together); such a row is marked ``_stopped``."""
     acc: dict[tuple[str, tuple], dict[str, Any]] = {}
     for result in results:
         config, summary = result.group.config, result.summary
@@ -706,6 +765,8 @@ def _rows_of(results: Sequence[GroupResult], stage: str) -> list[dict[str, Any]]
                 row["div"] += 1
                 continue
             row["div"] += bool(np.asarray(summary["diverged"])[i])
+            stopped = int(np.asarray(summary.get("stopped_epoch", np.zeros(size)))[i])
+            row.setdefault("epochs", []).append(stopped or int(summary["epochs"]))
             row["val"].append(float(summary["val_accuracy"][i]))
             if "test_accuracy" in summary:
                 if stage != "final":
@@ -736,6 +797,8 @@ def _rows_of(results: Sequence[GroupResult], stage: str) -> list[dict[str, Any]]
                 "params": params,
                 "macs": macs,
                 "seeds": len(r["seeds"]),
+                # Seeds of one point stop together; max, should a row ever span points.
+                "epochs": max(r["epochs"]) if "epochs" in r else "",
                 "diverged": r["div"],
                 **_mean_std("val_acc", r["val"]),
                 **_mean_std("test_acc", r["test"]),
@@ -744,6 +807,7 @@ def _rows_of(results: Sequence[GroupResult], stage: str) -> list[dict[str, Any]]
                 "group": r["group"],
                 "_point": dict(point),
                 "_input_shape": r["input_shape"],
+                "_stopped": "epochs" in r and min(r["epochs"]) < config.num_epochs,
             }
         )
     return rows
@@ -760,12 +824,21 @@ def _mean_std(name: str, values: Sequence[float]) -> dict[str, Any]:
     return {f"{name}_mean": float(np.mean(finite)), f"{name}_std": float(np.std(finite))}
 
 
+def _comparable(row: dict[str, Any], max_params: int) -> bool:
+    """Whether a screened row may be chosen (a finalist, a combination winner, the baseline's
+    bar): it has a validation accuracy, trained the whole screening budget (successive halving
+    did not stop it) and has at most ``max_params`` parameters (when > 0)."""
+    return (
+        row["val_acc_mean"] != ""
+        and not row.get("_stopped", False)
+        and (not max_params or row["params"] <= max_params)
+    )
+
+
 def _rank(rows: Sequence[dict[str, Any]], top_k: int, max_params: int = 0) -> list[dict[str, Any]]:
-    """The ``top_k`` rows by mean validation accuracy (rows with none, or with more than
-    ``max_params`` parameters when it is > 0, are never chosen; ties keep the config's order)."""
-    scored = [
-        r for r in rows if r["val_acc_mean"] != "" and (not max_params or r["params"] <= max_params)
-    ]
+    """The ``top_k`` rows by mean validation accuracy among the :func:`_comparable` ones (ties
+    keep the config's order)."""
+    scored = [r for r in rows if _comparable(r, max_params)]
     return sorted(scored, key=lambda r: -r["val_acc_mean"])[:top_k]
 
 
@@ -776,7 +849,8 @@ def combinations(
 
     The winners are the at most ``sweep.combine_top`` variants whose best row (over the numeric
     points) has a higher mean validation accuracy than the baseline variant's best row, best
-    first, and at most ``sweep.max_params`` parameters. Every subset of two or more winners is
+    first, and at most ``sweep.max_params`` parameters; rows that successive halving stopped
+    count for neither. Every subset of two or more winners is
     one combination, named ``"a+b"`` in the winners' order, its overrides the union of theirs.
     A subset whose variants set one key to different values (two kernel sizes), whose union
     equals a variant already screened, or whose model exceeds ``max_params`` is skipped, and the
@@ -789,9 +863,7 @@ def combinations(
     best: dict[str, float] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for r in screened:
-        if r["val_acc_mean"] == "":
-            continue
-        if sweep.max_params and r["params"] > sweep.max_params:
+        if not _comparable(r, sweep.max_params):
             continue
         best[r["structure"]] = max(best.get(r["structure"], -math.inf), r["val_acc_mean"])
         shapes[r["structure"]] = r["_input_shape"]

@@ -25,7 +25,13 @@ from cnnjax.models import LeNet
 from cnnjax.models.packing import unpad_params
 from cnnjax.train.config import default_config, member_model, resolve_config
 from cnnjax.train.errors import RunDirError, TrainingDiverged
-from cnnjax.train.loop import divergence, evaluate_split, profile_steps, train_epochs
+from cnnjax.train.loop import (
+    divergence,
+    evaluate_split,
+    halving_line,
+    profile_steps,
+    train_epochs,
+)
 from cnnjax.train.programs import make_eval_fn
 from cnnjax.train.report import Reporter
 from cnnjax.train.rundir import RunDir
@@ -135,17 +141,26 @@ def _final_eval(setup: Setup, state: TrainState, history: list[EpochRecord]) -> 
     return evaluate_split(evaluate, state, setup.inputs.test, "test")
 
 
+def _members_trained(record: EpochRecord, size: int) -> int:
+    """How many members trained in ``record``'s epoch: all but those that successive halving
+    stopped after an earlier epoch (their steps were not taken)."""
+    if "stopped_epoch" not in record.metrics:
+        return size
+    stopped_epoch = np.asarray(record.metrics["stopped_epoch"])
+    return int(np.sum((stopped_epoch == 0) | (stopped_epoch >= record.epoch)))
+
+
 def _timing(setup: Setup, trained: list[EpochRecord], compiled: dict[str, float]) -> dict:
     config, seconds = setup.config, sum(r.seconds for r in trained)
-    examples = len(trained) * setup.shapes.steps_per_epoch * config.batch_size
+    per_member = setup.shapes.steps_per_epoch * config.batch_size  # examples in one epoch
+    size = config.population.size
+    examples = per_member * sum(_members_trained(r, size) for r in trained)
     return {
         "trained_epochs": len(trained),
         "train_seconds": seconds,
         "compile_seconds": compiled.get("compile_seconds", 0.0),
         "first_step_seconds": compiled.get("first_step_seconds"),
-        "examples_per_second": examples * config.population.size / seconds
-        if seconds
-        else float("nan"),
+        "examples_per_second": examples / seconds if seconds else float("nan"),
         "device": device_name(setup.devices),
         **setup.devices,
     }
@@ -171,7 +186,11 @@ def train_and_evaluate(
     the data order of epoch ``e`` is ``fold_in(key(seed), e)``, so a resumed run replays an
     uninterrupted one exactly. A member diverges when a minibatch loss is non-finite or exceeds
     ``max_loss_factor`` x its initial loss; it is then frozen (``population.freeze_diverged``)
-    or the run stops. Prints one line per epoch and a final report; TensorBoard event files go
+    or the run stops. With ``population.halving.rungs`` the members of the points ranked out at
+    a rung stop (:func:`cnnjax.train.loop.train_epochs`; the stops are checkpointed, so a
+    resumed run keeps them) and the summary's ``stopped_epoch`` says after which epoch each
+    member stopped (0: never), i.e. which epoch its final metrics are from. Prints one line per
+    epoch and a final report; TensorBoard event files go
     to ``workdir/tensorboard`` (one run per member) and, with ``profile_steps``, a profile.
 
     Args:
@@ -210,12 +229,19 @@ def train_and_evaluate(
             size = setup.config.population.size
             was_diverged = history[-1].metrics["diverged"] if history else np.zeros(size, bool)
             epochs = train_epochs(
-                setup, state, len(history), bar=report.step_bar, on_compiled=on_compiled
+                setup,
+                state,
+                len(history),
+                previous=history[-1] if history else None,
+                bar=report.step_bar,
+                on_compiled=on_compiled,
             )
             for state, record in epochs:  # noqa: B007 -- the last state is evaluated below
                 history.append(record)
                 trained.append(record)
                 report.epoch(record)
+                if (line := halving_line(setup.config, record)) is not None:
+                    log(line)
                 _stop_or_freeze(setup, record, was_diverged, history, report, rundir, log)
                 was_diverged = record.metrics["diverged"]
                 rundir.save(record.epoch, state, _meta(setup, history))

@@ -21,7 +21,9 @@ Keys (every one, with its default: :func:`cnnjax.train.sweep.default_sweep_confi
 * ``axes``: ``learning_rate``, ``momentum``, ``weight_decay``: values (a tuple) or a grid
   (``{"start": 1e-3, "stop": 1e-1, "num": 3, "scale": "log"}``); ``()`` keeps the config's value.
   These vary per member inside a population (one compiled step for all of them).
-* ``screening``: ``num_epochs`` and ``seeds`` of the screening runs (validation split only).
+* ``screening``: ``num_epochs`` and ``seeds`` of the screening runs (validation split only), and
+  ``halving``: ``rungs`` (epochs) and ``keep`` (a fraction) for successive halving inside each
+  screening population; ``()`` (the default, as here) is off.
 * ``final``: ``top_k`` rows retrained for ``num_epochs`` with ``seeds`` (use >= 4 in a real
   sweep), then evaluated on the test set once.
 * ``pack`` (off here): variants differing only in widths (channels, dense units, as many

@@ -18,7 +18,7 @@ from cnnjax.train import (
     restore_model,
     train_and_evaluate,
 )
-from cnnjax.train.state import PackedState
+from cnnjax.train.state import PackedHalvingState, PackedState, grad_mask, stopped_flags
 from tests.train.tiny import tiny_config
 
 # (channels, dense, seed, weight decay) of each member; the model, (6, 16) (40, 84), is wider
@@ -108,6 +108,12 @@ def test_an_unpacked_state_is_as_before_and_older_checkpoints_restore(tmp_path):
     packed = resolve_config(_packed("momentum"))
     state = create_population(packed, LeNet.from_config(packed.model), (28, 28, 1))
     assert type(state) is PackedState
+    # With successive halving as well, both fields: each feature's field only where it is on.
+    packed.unlock()
+    packed.num_epochs, packed.population.halving.rungs = 3, (1,)
+    state = create_population(packed, LeNet.from_config(packed.model), (28, 28, 1))
+    assert type(state) is PackedHalvingState
+    assert grad_mask(state) is not None and stopped_flags(state).shape == (len(MEMBERS),)
 
 
 @pytest.mark.parametrize(
