@@ -177,7 +177,7 @@ class Reporter:
         if not healthy.any():
             line += " (diverged)"
         elif shown.size > 1:
-            best = best_member(acc, healthy)
+            best = best_member(acc, _running(m, healthy))
             line += f" (best {acc[best]:.3f}, member {best}"
             line += f"; {int((~healthy).sum())} diverged)" if (~healthy).any() else ")"
         return line + f"  [{record.seconds:.1f} s]"
@@ -228,7 +228,7 @@ class Reporter:
         ]
         healthy = np.array([d is None for d in diverged_epoch])
         split = "test" if final_eval else self.eval_split
-        best = best_member(final[f"{split}_accuracy"], healthy)
+        best = best_member(final[f"{split}_accuracy"], _running(final, healthy))
         for line in self._final_table(final, diverged_epoch, healthy, best, split):
             self.line(line)
         if timing.get("trained_epochs"):
@@ -264,6 +264,9 @@ class Reporter:
         ]
         for i in range(self.size):
             status = "ok" if healthy[i] else f"diverged in epoch {diverged_epoch[i]} (frozen)"
+            stopped = int(np.asarray(final.get("stopped_epoch", np.zeros(self.size)))[i])
+            if healthy[i] and stopped:
+                status = f"stopped after epoch {stopped} (halving)"
             lines.append(
                 f"{i:>6}  {self.seeds[i]:>5}  {self.learning_rates[i]:>9.4g}  "
                 f"{_fmt(final['train_loss'][i]):>8}  {final['train_accuracy'][i]:>9.3f}  "
@@ -280,3 +283,12 @@ class Reporter:
             f"best: member {best} (seed {self.seeds[best]}, lr {self.learning_rates[best]:g}) "
             f"{split} acc {acc[best]:.3f}",
         ]
+
+
+def _running(metrics: dict, healthy: np.ndarray) -> np.ndarray:
+    """The healthy members that successive halving did not stop (their metrics are of the last
+    epoch; a stopped member's are of its rung), or all healthy ones if halving stopped each."""
+    if "stopped_epoch" not in metrics:
+        return healthy
+    running = healthy & (np.asarray(metrics["stopped_epoch"]) == 0)
+    return running if running.any() else healthy

@@ -69,7 +69,8 @@ def tag(name: str) -> str:
 
     * ``train_loss`` -> ``train/loss``; ``val_accuracy`` -> ``val/accuracy``; ``test_loss`` ->
       ``test/loss`` (a name ``<split>_<metric>`` with split ``train``, ``val`` or ``test``);
-    * ``diverged`` -> ``diverged`` (the member's state, not a measurement of a split);
+    * ``diverged`` -> ``diverged`` and ``stopped_epoch`` -> ``stopped_epoch`` (the member's
+      state, not a measurement of a split);
     * any other name is a training statistic: ``grad_norm`` -> ``train/grad_norm``,
       ``example_grad_norm_max`` -> ``train/example_grad_norm_max``.
 
@@ -87,7 +88,7 @@ def tag(name: str) -> str:
         raise TypeError(f"tag: name must be a str (a metric name), got {type(name).__name__}")
     if not name:
         raise ValueError("tag: name must be a non-empty metric name, got ''")
-    if name == "diverged":
+    if name in ("diverged", "stopped_epoch"):
         return name
     split, _, metric = name.partition("_")
     if split in _SPLITS and metric:

@@ -163,6 +163,9 @@ def test_members_with_equal_per_member_values_are_seeds_of_one_point():
 def test_a_rung_stops_exactly_the_points_ranked_out(halved, rung_state):
     assert halved.summary["stopped_epoch"].tolist() == [0, 0, 1, 1, 0, 0]
     assert "halving at epoch 1: 2 of 3 points continue" in halved.lines
+    # The best member is one that trained to the end (a stopped member's accuracy is of its
+    # rung, not comparable).
+    assert halved.summary["stopped_epoch"][halved.summary["best_member"]] == 0
     # The point at 1e-5 has the lowest mean validation accuracy after epoch 1.
     rows = [r for r in read_metrics(halved.workdir) if r["epoch"] == 1]
     means = {

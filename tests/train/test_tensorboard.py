@@ -115,6 +115,7 @@ def _same(a, b):
         ("example_grad_norm_mean", "train/example_grad_norm_mean"),
         ("example_grad_norm_max", "train/example_grad_norm_max"),
         ("diverged", "diverged"),
+        ("stopped_epoch", "stopped_epoch"),
     ],
 )
 def test_tag_names_split_and_metric(name, expected):
