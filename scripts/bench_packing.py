@@ -8,9 +8,9 @@ The chosen variants must differ from one another only in LeNet's widths (``model
 ``pack=False`` as one population per width. Each side runs ``scripts/sweep.py --until=screening``
 in a process of its own, from a fresh compilation cache, alternating (unpacked, packed, unpacked,
 ...) with ``--repeats``. Printed per side (median over repeats, and the range): the whole wall
-time, the groups' compile seconds and training seconds summed (their ``summary.json``), the
-number of groups, and, as the check that packing changes no result, the largest difference of
-any row's mean validation accuracy between the two sides.
+time, the groups' compile seconds and training seconds summed (their summaries, read through
+``RunDir``), the number of groups, and, as the check that packing changes no result, the
+largest difference of any row's mean validation accuracy between the two sides.
 """
 
 import argparse

@@ -17,7 +17,10 @@ both times, their ratio (sweep / processes; below 1 the sweep is faster) and, as
 both trained the same members, the largest difference of any member's final validation accuracy
 between the two sides (a population member and a single run differ only by float rounding in
 the vmapped step). ``--variants`` and ``--epochs`` shrink the measurement (the ratio is printed
-with what was measured).
+with what was measured). ``--halving 2,4`` makes the sweep screen with successive halving at
+those rungs (``screening.halving``, keep 0.5) while the processes still train every member in
+full: what a user saves by halving, not the same work (only members the sweep did not stop are
+compared).
 """
 
 import argparse
@@ -33,8 +36,15 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _derived_sweep(path: str, variants: list[str] | None, epochs: int | None, out: pathlib.Path):
-    """A sweep config file that loads ``path`` and keeps only ``variants`` / sets ``epochs``."""
+def _derived_sweep(
+    path: str,
+    variants: list[str] | None,
+    epochs: int | None,
+    out: pathlib.Path,
+    rungs: tuple[int, ...] = (),
+):
+    """A sweep config file that loads ``path`` and keeps only ``variants`` / sets ``epochs`` /
+    screens with successive halving at ``rungs``."""
     out.write_text(
         "from cnnjax.train import load_config_file\n\n\n"
         "def get_config():\n"
@@ -46,6 +56,7 @@ def _derived_sweep(path: str, variants: list[str] | None, epochs: int | None, ou
             else ""
         )
         + (f"    c.screening.num_epochs = {epochs}\n" if epochs else "")
+        + (f"    c.screening.halving = {{'rungs': {tuple(rungs)!r}}}\n" if rungs else "")
         + "    return c\n"
     )
 
@@ -87,6 +98,14 @@ def _val_accuracies(run_dir: pathlib.Path) -> list[float]:
         return [float(v) for v in run.read_summary()["val_accuracy"]]
 
 
+def _stopped_epochs(run_dir: pathlib.Path) -> list[int]:
+    from cnnjax.train import RunDir
+
+    with RunDir(run_dir, read_only=True) as run:
+        summary = run.read_summary()
+    return [int(v) for v in summary.get("stopped_epoch", [0] * len(summary["val_accuracy"]))]
+
+
 def _run(cmd: list[str], env: dict[str, str]) -> None:
     result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
@@ -99,7 +118,14 @@ def main() -> int:
     parser.add_argument("--variants", default="", help="comma-separated variant names to keep")
     parser.add_argument("--epochs", type=int, default=0, help="screening epochs (0: the config's)")
     parser.add_argument("--workdir", default="", help="where runs go (default: a temporary dir)")
+    parser.add_argument(
+        "--halving",
+        default="",
+        help="comma-separated rung epochs: the sweep screens with successive halving (keep 0.5); "
+        "the processes still train every member in full",
+    )
     args = parser.parse_args()
+    rungs = tuple(int(r) for r in args.halving.split(",") if r)
 
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="bench_sweep-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -108,6 +134,8 @@ def main() -> int:
     _derived_sweep(args.config, variants, args.epochs or None, sweep_path)
     (work / "members").mkdir(exist_ok=True)
     members = _member_configs(sweep_path, work / "members")
+    if rungs:  # the members come from the sweep without halving; the sweep itself halves
+        _derived_sweep(args.config, variants, args.epochs or None, sweep_path, rungs)
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env["CNNJAX_CACHE_DIR"] = str(work / "cache-sweep")
@@ -139,9 +167,12 @@ def main() -> int:
     processes_s = time.perf_counter() - start
 
     # The same member in both: the sweep's group run holds it at its index in the group.
-    diffs = []
+    diffs, stopped = [], 0
     for _, path in members:
         group, index = path.stem.rsplit("-m", 1)
+        if _stopped_epochs(work / "sweep" / "screening" / group)[int(index)]:
+            stopped += 1  # halving stopped it: its accuracy is of its rung, not comparable
+            continue
         together = _val_accuracies(work / "sweep" / "screening" / group)[int(index)]
         alone = _val_accuracies(work / "processes" / path.stem)[0]
         diffs.append(abs(together - alone))
@@ -157,11 +188,12 @@ def main() -> int:
     print(
         f"config {args.config}: {len(members)} members in {groups} groups, "
         f"variants {variants or 'all'}, screening epochs {args.epochs or 'as configured'}"
+        + (f", sweep with halving at rungs {rungs} ({stopped} members stopped)" if rungs else "")
     )
     print(f"sweep (one process, --until=screening):  {sweep_s:8.1f} s")
     print(f"processes ({len(members)} x train.py):      {processes_s:8.1f} s")
     print(f"ratio sweep / processes:                 {sweep_s / processes_s:8.3f}")
-    print(f"max |val acc difference| of a member:    {max(diffs):8.4f}")
+    print(f"max |val acc difference| of a member:    {max(diffs):8.4f} (members not stopped)")
     return 0
 
 
