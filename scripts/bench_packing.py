@@ -24,20 +24,9 @@ import sys
 import tempfile
 import time
 
+from bench_sweep import derived_sweep  # scripts/ is on the path of a script run from it
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _derived_sweep(path: str, variants: list[str], epochs: int, pack: bool, out: pathlib.Path):
-    out.write_text(
-        "from cnnjax.train import load_config_file\n\n\n"
-        "def get_config():\n"
-        f"    c = load_config_file({str(pathlib.Path(path).resolve())!r})\n"
-        "    c.variants = {k: v for k, v in c.variants.to_dict().items() "
-        f"if k in {variants!r}}}\n"
-        + (f"    c.screening.num_epochs = {epochs}\n" if epochs else "")
-        + f"    c.pack = {pack!r}\n"
-        "    return c\n"
-    )
 
 
 def _side(config: pathlib.Path, workdir: pathlib.Path, cache: pathlib.Path) -> dict:
@@ -89,7 +78,9 @@ def main() -> int:
     variants = [v for v in args.variants.split(",") if v]
     sides: dict[bool, list[dict]] = {False: [], True: []}
     for pack in (False, True):
-        _derived_sweep(args.config, variants, args.epochs, pack, work / f"sweep_pack{pack}.py")
+        derived_sweep(
+            args.config, variants, args.epochs, work / f"sweep_pack{pack}.py", (f"c.pack = {pack}",)
+        )
     load_start = os.getloadavg()[0]
     for r in range(args.repeats):
         for pack in (False, True):

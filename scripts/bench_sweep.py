@@ -36,15 +36,16 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _derived_sweep(
+def derived_sweep(
     path: str,
     variants: list[str] | None,
     epochs: int | None,
     out: pathlib.Path,
-    rungs: tuple[int, ...] = (),
-):
-    """A sweep config file that loads ``path`` and keeps only ``variants`` / sets ``epochs`` /
-    screens with successive halving at ``rungs``."""
+    settings: tuple[str, ...] = (),
+) -> None:
+    """Writes ``out``, a sweep config file that loads ``path``, keeps only ``variants`` (all if
+    None), sets ``screening.num_epochs`` to ``epochs`` (the config's if None or 0) and runs each
+    of ``settings`` on the config ``c``, e.g. ``"c.pack = True"``."""
     out.write_text(
         "from cnnjax.train import load_config_file\n\n\n"
         "def get_config():\n"
@@ -56,7 +57,7 @@ def _derived_sweep(
             else ""
         )
         + (f"    c.screening.num_epochs = {epochs}\n" if epochs else "")
-        + (f"    c.screening.halving = {{'rungs': {tuple(rungs)!r}}}\n" if rungs else "")
+        + "".join(f"    {line}\n" for line in settings)
         + "    return c\n"
     )
 
@@ -131,11 +132,12 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     sweep_path = work / "sweep_config.py"
     variants = [v for v in args.variants.split(",") if v] or None
-    _derived_sweep(args.config, variants, args.epochs or None, sweep_path)
+    derived_sweep(args.config, variants, args.epochs or None, sweep_path)
     (work / "members").mkdir(exist_ok=True)
     members = _member_configs(sweep_path, work / "members")
     if rungs:  # the members come from the sweep without halving; the sweep itself halves
-        _derived_sweep(args.config, variants, args.epochs or None, sweep_path, rungs)
+        halving = f"c.screening.halving = {{'rungs': {rungs!r}}}"
+        derived_sweep(args.config, variants, args.epochs or None, sweep_path, (halving,))
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env["CNNJAX_CACHE_DIR"] = str(work / "cache-sweep")
